@@ -1,0 +1,75 @@
+"""The ``auralm`` command: one table from subcommand to the function that runs it.
+
+Each entry names ``module:function``; the module is imported only when its command runs, so
+``auralm --help`` stays fast and imports no torch. Each function takes the remaining argv and
+returns an exit code. Errors derived from :class:`auralm.errors.AuralmError` print one line
+(``auralm <cmd>: error: ...``) and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from auralm import __version__
+from auralm.errors import AuralmError
+
+# subcommand -> (module:function, one-line help). Two-word commands form groups ("synth speech").
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("auralm.data.prepare:cli", "pair audio files with transcripts into a manifest"),
+    "synth speech": ("auralm.data.synth:cli", "render a synthetic speech corpus with espeak-ng and flite"),
+    "chunk": ("auralm.data.chunk:cli", "cut long audio and its transcript into chunks"),
+    "embed": ("auralm.data.embed_cache:cli", "cache audio-encoder outputs for a manifest"),
+    "models": ("auralm.hub:cli", "list known model names and where each resolves"),
+    "demo": ("auralm.demo:cli", "run the main job end to end on the embedded default"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"usage: auralm <command> [options]   (auralm {__version__})", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `auralm <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def _lookup(argv: list[str]) -> tuple[str, list[str]] | None:
+    for words in (2, 1):
+        name = " ".join(argv[:words])
+        if len(argv) >= words and name in COMMANDS:
+            return name, argv[words:]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(__version__)
+        return 0
+    found = _lookup(argv)
+    if found is None:
+        group = [name for name in COMMANDS if name.split()[0] == argv[0]]
+        if group:
+            print(f"auralm {argv[0]}: choose one of: {', '.join(n.split(' ', 1)[1] for n in group)}", file=sys.stderr)
+        else:
+            print(f"auralm: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    name, rest = found
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(rest) or 0)
+    except AuralmError as exc:
+        print(f"auralm {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"auralm {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
