@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ class Row:
     root: Path | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # JSON null for the list/dict fields means "none", like leaving the key out
+        if self.tags is None:
+            self.tags = []
+        if self.meta is None:
+            self.meta = {}
         problems = validate_row(self)
         if problems:
             raise ManifestError("; ".join(problems))
@@ -139,7 +145,9 @@ def validate_row(row: Row) -> list[str]:
         problems.append(f"'sample_rate' must be positive, got {row.sample_rate}")
     for name in ("start", "end", "duration"):
         value = getattr(row, name)
-        if value is not None and value < 0:
+        if value is not None and not math.isfinite(value):
+            problems.append(f"{name!r} must be a finite number, got {value}")
+        elif value is not None and value < 0:
             problems.append(f"{name!r} must be >= 0, got {value}")
     if row.start is not None and row.end is not None and row.end <= row.start:
         problems.append(f"'end' ({row.end}) must be after 'start' ({row.start})")
