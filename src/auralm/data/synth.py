@@ -1,0 +1,399 @@
+"""``auralm synth speech``: render a synthetic speech corpus with espeak-ng and flite.
+
+Each clip is one sentence spoken by one voice at one rate and pitch, all chosen from the seed by
+hashing (so clip ``i`` is the same whatever ``--n`` is, and the same seed gives byte-identical files).
+Sentences come from Debian's fortunes (see :mod:`auralm.data.text_sources`), from ``--text FILE``
+(its non-empty lines in order, one clip each, cycling through the voices), or from an embedded list.
+
+Layout of ``--out DIR``::
+
+    DIR/wavs/000000-1a2b3c4d.wav   16 kHz mono 16-bit, peak-normalised, 0.1 s silence each side
+    DIR/wavs/000000-1a2b3c4d.txt   its transcript (so ``auralm prepare DIR`` also works)
+    DIR/manifest.jsonl             one row per clip (see :mod:`auralm.data.manifest`)
+    DIR/config.yaml                the resolved :class:`SynthConfig`
+
+The split is assigned per sentence (``source`` is a hash of the sentence text), so one sentence
+spoken by two voices never lands in both train and test. ``eval_voices`` are used only for the test
+split. A clip's file name holds a hash of everything that shapes it; a rerun skips clips whose files
+are already there and valid, and removes clips of this naming that the new run no longer lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.data import text_sources
+from auralm.data.audio import audio_info, is_silent, resample, write_wav
+from auralm.data.manifest import Row, split_for_source, write_manifest
+from auralm.errors import AudioError, AuralmError, ConfigError, ToolMissingError
+from auralm.io import atomic_write_text
+from auralm.progress import progress
+
+ENGINES = ("espeak-ng", "flite")
+DEFAULT_N = 100
+DEFAULT_VOICES = [
+    "espeak-ng:en-us", "espeak-ng:en-us+f3", "espeak-ng:en-us+m3", "espeak-ng:en-gb", "espeak-ng:en-gb+f2",
+    "espeak-ng:en-gb-scotland", "espeak-ng:en-gb-scotland+f4", "espeak-ng:en-gb-x-rp", "espeak-ng:en-gb-x-rp+f1",
+    "espeak-ng:en-gb-x-gbclan+m2", "espeak-ng:en-029+f5", "espeak-ng:en-us-nyc+m5",
+    "flite:kal", "flite:kal16", "flite:awb", "flite:rms", "flite:slt",
+]  # fmt: skip
+# approximate natural mean F0 (Hz) of each flite voice; the pitch factor scales it
+FLITE_BASE_F0 = {"kal": 95.0, "kal16": 95.0, "awb": 120.0, "rms": 100.0, "slt": 165.0}
+CLIP_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}\.(wav|txt)$")
+
+
+@dataclasses.dataclass
+class SynthConfig(Config):
+    """Settings of ``auralm synth speech``."""
+
+    out: str = help_field("", "output folder (wavs/, manifest.jsonl, config.yaml)")
+    n: int | None = help_field(None, f"number of clips (default {DEFAULT_N}; with --text: every line)")
+    seed: int = help_field(0, "seed for sentence order, voice, rate and pitch choices")
+    text: str | None = help_field(None, "text file whose non-empty lines are spoken in order")
+    voices: list[str] = help_field(DEFAULT_VOICES, "voices as engine:voice (espeak-ng:en-gb+f2, flite:slt)")
+    eval_voices: list[str] = help_field([], "voices held out of train/valid, used only for the test split")
+    valid_frac: float = help_field(0.1, "fraction of sentences in the valid split")
+    test_frac: float = help_field(0.1, "fraction of sentences in the test split")
+    espeak_rate: list[int] = help_field([130, 190], "espeak-ng speed range, words per minute (-s)")
+    espeak_pitch: list[int] = help_field([30, 70], "espeak-ng pitch range, 0..99 (-p)")
+    flite_stretch: list[float] = help_field([0.85, 1.2], "flite duration_stretch range (larger is slower)")
+    flite_pitch: list[float] = help_field([0.85, 1.2], "flite pitch range as a factor of the voice's mean F0")
+    sample_rate: int = help_field(16000, "output sample rate (Hz); files are mono 16-bit PCM")
+    peak: float = help_field(0.9, "peak amplitude after normalisation (0..1]")
+    trim_silence: bool = help_field(True, "cut leading/trailing silence, then pad 0.1 s of digital silence each side")
+    jobs: int = help_field(2, "clips rendered at once (each drives its own engine process)")
+
+    def validate(self) -> None:
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ConfigError("SynthConfig.out: an output folder is required (--out DIR)")
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
+            raise ConfigError(f"SynthConfig.n: the number of clips must be a whole number >= 1, got {self.n!r}")
+        if self.text is not None and not isinstance(self.text, str):
+            raise ConfigError(f"SynthConfig.text: expected a file path, got {self.text!r}")
+        for name in ("voices", "eval_voices"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+                raise ConfigError(f"SynthConfig.{name}: expected a list of engine:voice strings, got {value!r}")
+        if not self.voices:
+            raise ConfigError("SynthConfig.voices: at least one voice is needed")
+        for v in self.voices:
+            if v.partition(":")[0] not in ENGINES or not v.partition(":")[2]:
+                raise ConfigError(f"SynthConfig.voices: {v!r} is not engine:voice with engine in {ENGINES}")
+        for v in self.eval_voices:
+            if not match_voices(v, self.voices):
+                raise ConfigError(f"SynthConfig.eval_voices: {v!r} is none of the voices {self.voices}")
+        held = {x for v in self.eval_voices for x in match_voices(v, self.voices)}
+        if held and held >= set(self.voices):
+            raise ConfigError("SynthConfig.eval_voices: every voice is held out; none is left for training")
+        if held and self.test_frac <= 0:
+            raise ConfigError("SynthConfig.eval_voices: held-out voices need a test split (test_frac > 0)")
+        if not (0 <= self.valid_frac < 1 and 0 <= self.test_frac < 1 and self.valid_frac + self.test_frac < 1):
+            raise ConfigError(f"SynthConfig: valid_frac and test_frac must be in [0, 1) and sum below 1, "
+                              f"got {self.valid_frac} and {self.test_frac}")  # fmt: skip
+        limits = {"espeak_rate": (80, 500), "espeak_pitch": (0, 99), "flite_stretch": (0.2, 5), "flite_pitch": (0.2, 5)}
+        for name, (lo, hi) in limits.items():
+            r = getattr(self, name)
+            ok = isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r)
+            if not ok or not lo <= r[0] <= r[1] <= hi:
+                raise ConfigError(f"SynthConfig.{name}: expected [low, high] within [{lo}, {hi}], got {r!r}")
+        if self.sample_rate < 8000:
+            raise ConfigError(f"SynthConfig.sample_rate: must be at least 8000, got {self.sample_rate}")
+        if not 0 < self.peak <= 1:
+            raise ConfigError(f"SynthConfig.peak: must be in (0, 1], got {self.peak}")
+        if self.jobs < 1:
+            raise ConfigError(f"SynthConfig.jobs: must be at least 1, got {self.jobs}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    """Everything that determines one clip's audio and transcript."""
+
+    index: int
+    text: str
+    source: str
+    split: str
+    engine: str
+    voice: str
+    rate: float
+    pitch: float
+
+    def key(self, cfg: SynthConfig) -> str:
+        shape = [self.text, self.engine, self.voice, self.rate, self.pitch, cfg.sample_rate, cfg.peak, cfg.trim_silence]
+        return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8]
+
+    def clip_id(self, cfg: SynthConfig) -> str:
+        return f"{self.index:06d}-{self.key(cfg)}"
+
+
+def match_voices(name: str, voices: list[str]) -> list[str]:
+    """The voices ``name`` means: an exact ``engine:voice`` or a bare voice name."""
+    return [v for v in voices if name in (v, v.partition(":")[2])]
+
+
+def _unit(*parts: object) -> float:
+    """A uniform number in [0, 1) from a hash of ``parts``: stable across Python versions and runs."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _between(lo: float, hi: float, u: float) -> float:
+    return lo + (hi - lo) * u
+
+
+@cache
+def _espeak_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(English voice languages, variant names) that the installed espeak-ng lists."""
+    def listing(arg: str, column: int) -> list[str]:
+        out = subprocess.run(["espeak-ng", arg], capture_output=True, text=True, check=False).stdout
+        return [ln.split()[column] for ln in out.splitlines()[1:] if len(ln.split()) > column]
+
+    langs = frozenset(listing("--voices=en", 1))
+    variants = frozenset(f.split("/", 1)[1] for f in listing("--voices=variant", 4) if f.startswith("!v/"))
+    return langs, variants
+
+
+@cache
+def _flite_names() -> frozenset[str]:
+    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False).stdout
+    return frozenset(out.partition(":")[2].split())
+
+
+def available_voices(voices: list[str]) -> list[str]:
+    """The voices whose engine and voice are installed; warns about the rest, errors when none is left."""
+    have = {e: shutil.which(e) is not None for e in ENGINES}
+    if not any(have[v.partition(":")[0]] for v in voices):
+        raise ToolMissingError("synthetic speech needs espeak-ng or flite (apt-get install espeak-ng flite)")
+    for engine in ENGINES:
+        if not have[engine] and any(v.startswith(engine + ":") for v in voices):
+            _warn(f"{engine} is not installed; using only the other engine's voices")
+    kept = []
+    for v in voices:
+        engine, _, name = v.partition(":")
+        if not have[engine]:
+            continue
+        if engine == "espeak-ng":
+            langs, variants = _espeak_names()
+            base, _, variant = name.partition("+")
+            ok = base in langs and (not variant or variant in variants)
+        else:
+            ok = name in _flite_names() and name in FLITE_BASE_F0
+        if ok:
+            kept.append(v)
+        else:
+            _warn(f"voice {v} is not available here; skipping it")
+    if not kept:
+        raise ToolMissingError(f"none of the voices {voices} is installed")
+    return kept
+
+
+def load_sentences(cfg: SynthConfig) -> list[str]:
+    """Lines of ``cfg.text`` in order, else fortunes, else the embedded list (with a note on stderr)."""
+    if cfg.text is not None:
+        return text_sources.text_file_lines(cfg.text)
+    sentences = text_sources.fortune_sentences(text_sources.FORTUNES_DIR)
+    if not sentences:
+        _warn(f"no fortunes found in {text_sources.FORTUNES_DIR} (apt-get install fortunes-min); "
+              "using the small embedded sentence list")  # fmt: skip
+        sentences = text_sources.embedded_sentences()
+    return sentences
+
+
+def plan_clips(cfg: SynthConfig, sentences: list[str]) -> list[ClipSpec]:
+    """Choose sentence, split, voice, rate and pitch for each of ``cfg.n`` clips, from the seed alone."""
+    n = cfg.n or DEFAULT_N
+    if cfg.text is not None:
+        order = sentences[:n]
+    else:
+        pool = sorted(sentences, key=lambda s: (_unit(cfg.seed, "order", text_sources.sentence_key(s)), s))
+        order = [pool[i % len(pool)] for i in range(n)]
+    held = [x for v in cfg.eval_voices for x in match_voices(v, cfg.voices)]
+    train_voices = [v for v in cfg.voices if v not in held]
+    specs = []
+    for i, text in enumerate(order):
+        source = text_sources.sentence_id(text)
+        split = split_for_source(source, cfg.valid_frac, cfg.test_frac, seed=0)
+        voices = held if held and split == "test" else train_voices
+        pick = i if cfg.text is not None else int(_unit(cfg.seed, i, "voice") * len(voices))  # --text: cycle
+        voice = voices[pick % len(voices)]
+        engine, _, name = voice.partition(":")
+        u_rate, u_pitch = _unit(cfg.seed, i, "rate"), _unit(cfg.seed, i, "pitch")
+        if engine == "espeak-ng":
+            rate = float(round(_between(*cfg.espeak_rate, u_rate)))
+            pitch = float(round(_between(*cfg.espeak_pitch, u_pitch)))
+        else:
+            rate = round(_between(*cfg.flite_stretch, u_rate), 2)
+            pitch = float(round(FLITE_BASE_F0[name] * _between(*cfg.flite_pitch, u_pitch)))
+        specs.append(ClipSpec(i, text, source, split, engine, name, rate, pitch))
+    return specs
+
+
+def _run_engine(spec: ClipSpec, folder: Path) -> tuple[np.ndarray, int]:
+    """Speak ``spec.text`` with its engine into ``folder``; return mono float32 and its rate."""
+    import soundfile as sf
+
+    out = folder / "raw.wav"
+    if spec.engine == "espeak-ng":
+        text = spec.text.replace("[[", "[").replace("]]", "]")  # [[...]] would be read as phonemes
+        cmd = ["espeak-ng", "-v", spec.voice, "-s", str(int(spec.rate)), "-p", str(int(spec.pitch)),
+               "-w", str(out), "--stdin"]  # fmt: skip
+        proc = subprocess.run(cmd, input=text.encode(), capture_output=True, check=False)
+    else:
+        (folder / "text.txt").write_text(spec.text + "\n", encoding="utf-8")
+        cmd = ["flite", "-voice", spec.voice, "--setf", f"duration_stretch={spec.rate}",
+               "--setf", f"int_f0_target_mean={spec.pitch:g}", "-f", str(folder / "text.txt"), "-o", str(out)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0 or not out.is_file() or out.stat().st_size <= 44:
+        err = proc.stderr.decode(errors="replace").strip()[:200]
+        raise AudioError(f"{spec.engine} voice {spec.voice} failed on {spec.text!r} (exit {proc.returncode}) {err}")
+    data, sr = sf.read(str(out), dtype="float32", always_2d=True)
+    return data.mean(axis=1), int(sr)
+
+
+def _finish(wav: np.ndarray, sr: int, cfg: SynthConfig) -> np.ndarray:
+    """Resample, cut silence below -46 dB of the peak, pad 0.1 s of silence each side, peak-normalise."""
+    wav = resample(wav, sr, cfg.sample_rate)
+    if is_silent(wav):
+        return wav
+    if cfg.trim_silence:
+        loud = np.flatnonzero(np.abs(wav) > 0.005 * float(np.max(np.abs(wav))))
+        wav = np.pad(wav[loud[0] : loud[-1] + 1], int(0.1 * cfg.sample_rate))
+    return (wav * (cfg.peak / float(np.max(np.abs(wav))))).astype(np.float32)
+
+
+def _existing_duration(wav_path: Path, txt_path: Path, spec: ClipSpec, cfg: SynthConfig) -> float | None:
+    """The duration of an already rendered clip when its files are complete and match, else None."""
+    try:
+        if txt_path.read_text(encoding="utf-8") != spec.text + "\n":
+            return None
+        info = audio_info(wav_path)
+    except (OSError, AuralmError):
+        return None
+    ok = info.sample_rate == cfg.sample_rate and info.channels == 1 and info.frames > 0
+    return info.duration if ok else None
+
+
+def render_clip(spec: ClipSpec, cfg: SynthConfig, wavs: Path) -> tuple[float, bool]:
+    """Render one clip (unless valid files exist); return (duration in seconds, whether it was rendered)."""
+    stem = spec.clip_id(cfg)
+    wav_path, txt_path = wavs / f"{stem}.wav", wavs / f"{stem}.txt"
+    duration = _existing_duration(wav_path, txt_path, spec, cfg)
+    if duration is not None:
+        return duration, False
+    with tempfile.TemporaryDirectory(prefix="auralm-synth-") as tmp:
+        raw, sr = _run_engine(spec, Path(tmp))
+    wav = _finish(raw, sr, cfg)
+    if is_silent(wav):
+        raise AudioError(f"{spec.engine} voice {spec.voice} rendered silence for {spec.text!r}")
+    write_wav(wav_path, wav, cfg.sample_rate)
+    atomic_write_text(txt_path, spec.text + "\n")
+    return len(wav) / cfg.sample_rate, True
+
+
+def synth_speech(cfg: SynthConfig) -> Path:
+    """Render the corpus described by ``cfg``; return the path of ``manifest.jsonl``."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    voices = available_voices(cfg.voices)
+    held = [v for v in cfg.eval_voices if match_voices(v, voices)]
+    if cfg.eval_voices and not held:
+        raise ToolMissingError(f"none of the eval voices {cfg.eval_voices} is installed")
+    cfg = cfg.replace(voices=voices, eval_voices=held)  # validates again
+    sentences = load_sentences(cfg)
+    cfg = cfg.replace(n=min(cfg.n or len(sentences), len(sentences)) if cfg.text else cfg.n or DEFAULT_N)
+    specs = plan_clips(cfg, sentences)
+    wavs = out / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+
+    started = time.perf_counter()
+    durations: dict[int, float] = {}
+    rendered = 0
+    with futures.ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+        jobs = {pool.submit(render_clip, s, cfg, wavs): s.index for s in specs}
+        try:
+            for job in progress(futures.as_completed(jobs), desc="synth speech", total=len(jobs)):
+                durations[jobs[job]], new = job.result()
+                rendered += new
+        except BaseException:
+            for job in jobs:
+                job.cancel()
+            raise
+    elapsed = time.perf_counter() - started
+
+    rows = [
+        Row(id=s.clip_id(cfg), audio=f"wavs/{s.clip_id(cfg)}.wav", text=s.text, duration=round(durations[s.index], 4),
+            sample_rate=cfg.sample_rate, split=s.split, source=s.source,
+            meta={"engine": s.engine, "voice": s.voice, "rate": s.rate, "pitch": s.pitch})
+        for s in specs
+    ]  # fmt: skip
+    manifest = out / "manifest.jsonl"
+    write_manifest(manifest, rows)
+    keep = {f"{r.id}.{ext}" for r in rows for ext in ("wav", "txt")}
+    stale = [p for p in wavs.iterdir() if (CLIP_NAME.match(p.name) and p.name not in keep) or p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink()
+    counts = {k: sum(r.split == k for r in rows) for k in ("train", "valid", "test")}
+    speed = f", {rendered / elapsed:.1f} clips/s" if rendered and elapsed > 0 else ""
+    print(f"auralm synth speech: {len(rows)} clips ({rendered} rendered, {len(rows) - rendered} reused{speed}), "
+          f"{sum(durations.values()) / 60:.1f} min of audio; train/valid/test = "
+          f"{counts['train']}/{counts['valid']}/{counts['test']}"
+          f"{f'; removed {len(stale)} stale files' if stale else ''}; wrote {manifest}", file=sys.stderr)  # fmt: skip
+    return manifest
+
+
+def _warn(message: str) -> None:
+    print(f"auralm synth speech: warning: {message}", file=sys.stderr)
+
+
+def _qualify(voice: str) -> str:
+    """``slt`` -> ``flite:slt``, ``en-gb+f2`` -> ``espeak-ng:en-gb+f2``; full names pass through."""
+    if ":" in voice:
+        return voice
+    return f"flite:{voice}" if voice in FLITE_BASE_F0 else f"espeak-ng:{voice}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="auralm synth speech", description="Render a synthetic speech corpus "
+                                "with espeak-ng and flite (see docs/data.md).",
+                                epilog="Trailing key=value pairs override any SynthConfig field, e.g. "
+                                       "espeak_rate=[120,200] trim_silence=false.")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, help=f"number of clips (default {DEFAULT_N}; with --text: all lines)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--text", help="speak these non-empty lines in order instead of fortunes")
+    p.add_argument("--voices", help="comma-separated engine:voice list (default: 12 espeak-ng + 5 flite)")
+    p.add_argument("--eval-voices", help="comma-separated voices used only for the test split")
+    p.add_argument("--valid-frac", type=float, help="fraction of sentences for valid (default 0.1)")
+    p.add_argument("--test-frac", type=float, help="fraction of sentences for test (default 0.1)")
+    p.add_argument("--sample-rate", type=int, help="output rate in Hz (default 16000)")
+    p.add_argument("--jobs", type=int, help="clips rendered at once (default 2)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="SynthConfig overrides")
+    return p
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``auralm synth speech``."""
+    args = build_parser().parse_args(argv)
+    data = {k: v for k, v in vars(args).items() if v is not None and k != "overrides"}
+    for key in ("voices", "eval_voices"):
+        if key in data:
+            data[key] = [_qualify(v.strip()) for v in data[key].split(",") if v.strip()]
+    cfg = apply_overrides(SynthConfig.from_dict(data), args.overrides)
+    synth_speech(cfg)
+    return 0
