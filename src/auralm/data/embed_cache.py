@@ -1,0 +1,413 @@
+"""``auralm embed``: cache audio-encoder outputs for a manifest in sharded safetensors files.
+
+Layout of a cache folder ``DIR`` (one encoder, one revision per folder)::
+
+    DIR/cache.json                 identity: encoder, revision, pad_to_30s, dtype (+ dim, frame_rate)
+    DIR/config.yaml                the resolved EmbedConfig of the latest run
+    DIR/shards/00000.safetensors   one (T, D) tensor per key; the header metadata holds each key's row
+    DIR/index.json                 shard -> keys, rewritten atomically after every shard
+
+A folder built with another encoder, revision, padding mode or storage dtype is **refused** with an
+error (use another ``--out``): keys of different encoders never mix. The key of a row is
+``sha256(f"{encoder}@{revision}:{audio_hash}:{start}:{end}")`` where ``audio_hash`` is the sha256 of
+the audio file and ``start``/``end`` are the row's span in seconds (``%.6f``, empty for a whole file),
+so chunks of one file are cached separately and renamed or moved files are still found.
+
+Shards are written atomically and the index is derived from them (shards it does not list are read
+from their headers), so a killed run loses at most the shard in progress. A rerun encodes only the
+missing keys; because the work list is sorted the same way each time (by length, then key) and a
+shard always holds whole batches, a resumed run with the same ``batch_size`` batches exactly as an
+uninterrupted one and stores bitwise identical tensors. One writer per folder at a time (``DIR/.lock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.data.audio import audio_info, file_hash, load_audio
+from auralm.data.manifest import Row, read_manifest
+from auralm.errors import AudioError, AuralmError, ConfigError
+from auralm.io import atomic_path, atomic_write_json
+from auralm.progress import progress
+
+DTYPES = ("float32", "float16", "bfloat16")
+FORMAT = 1
+
+
+@dataclasses.dataclass
+class EmbedConfig(Config):
+    """Settings of ``auralm embed``."""
+
+    encoder: str = help_field("whisper-tiny.en", "audio encoder name (see auralm.encoders.ENCODERS)")
+    batch_size: int = help_field(8, "clips per encoder forward")
+    shard_size: int = help_field(256, "clips per shard file (rounded up to whole batches)")
+    pad_to_30s: bool = help_field(False, "Whisper only: encode 30 s of padding like stock Whisper (slower)")
+    dtype: str = help_field("float32", f"storage dtype of the cached states: {', '.join(DTYPES)}")
+    device: str = help_field("auto", "torch device for the encoder: auto, cpu, cuda, cuda:1 ...")
+
+    def validate(self) -> None:
+        if self.batch_size <= 0 or self.shard_size <= 0:
+            raise ConfigError(f"batch_size and shard_size must be positive, got {self.batch_size}, {self.shard_size}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+
+@dataclasses.dataclass
+class EmbedReport:
+    """What one :func:`embed_manifest` run did, and how fast."""
+
+    out_dir: str
+    rows: int = 0
+    unique: int = 0
+    encoded: int = 0
+    skipped: int = 0
+    no_audio: int = 0
+    shards_written: int = 0
+    audio_seconds: float = 0.0
+    processing_seconds: float = 0.0
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing seconds per second of audio (lower is faster; 0 when nothing was encoded)."""
+        return self.processing_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+    @property
+    def audio_seconds_per_second(self) -> float:
+        return self.audio_seconds / self.processing_seconds if self.processing_seconds else 0.0
+
+    def summary(self) -> str:
+        text = (
+            f"encoded {self.encoded} clip(s), skipped {self.skipped} already cached"
+            + (f", {self.no_audio} row(s) without audio" if self.no_audio else "")
+            + f" ({self.rows} rows, {self.unique} unique keys) -> {self.out_dir}"
+        )
+        if self.encoded:
+            text += (
+                f"\n{self.audio_seconds:.1f} s of audio in {self.processing_seconds:.1f} s: real-time factor "
+                f"{self.real_time_factor:.4f}, {self.audio_seconds_per_second:.1f} audio s/s"
+            )
+        return text
+
+
+def cache_key(encoder: str, revision: str, audio_hash: str, start: float | None, end: float | None) -> str:
+    """The cache key of one clip (see the module docstring)."""
+    span = ":".join("" if x is None else f"{float(x):.6f}" for x in (start, end))
+    return hashlib.sha256(f"{encoder}@{revision}:{audio_hash}:{span}".encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Read access to a cache folder built by :func:`embed_manifest` for ``encoder_name@revision``."""
+
+    def __init__(self, root: str | Path, encoder_name: str, revision: str):
+        self.root = Path(root)
+        meta = _read_meta(self.root)
+        if meta is None:
+            raise AuralmError(f"{self.root} is not an embedding cache (no cache.json); build one with `auralm embed`")
+        if (meta.get("encoder"), meta.get("revision")) != (encoder_name, revision):
+            raise AuralmError(
+                f"{self.root} holds embeddings of {meta.get('encoder')}@{meta.get('revision')}, "
+                f"not {encoder_name}@{revision}"
+            )
+        self.meta = meta
+        self.encoder_name, self.revision = encoder_name, revision
+        self._where: dict[str, str] = {}
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._handles: dict[str, Any] = {}
+        self._hashes: dict[Path, str] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rescan the shards (the index first, then the headers of shards it does not list)."""
+        from safetensors import safe_open
+
+        listed = _read_json(self.root / "index.json") or {}
+        self._where.clear()
+        for shard in sorted((self.root / "shards").glob("*.safetensors")):
+            keys = listed.get(shard.name)
+            if keys is None:
+                with safe_open(str(shard), framework="pt") as fh:
+                    keys = list(json.loads((fh.metadata() or {}).get("auralm_rows", "{}")))
+            self._where.update(dict.fromkeys(keys, shard.name))
+
+    def shards(self) -> dict[str, list[str]]:
+        """Shard file name -> keys in it."""
+        out: dict[str, list[str]] = {}
+        for key, shard in self._where.items():
+            out.setdefault(shard, []).append(key)
+        return out
+
+    def key(self, audio_hash: str, start: float | None = None, end: float | None = None) -> str:
+        return cache_key(self.encoder_name, self.revision, audio_hash, start, end)
+
+    def row_key(self, row: Row) -> str:
+        path = row.audio_path().resolve()
+        if path not in self._hashes:
+            if not path.is_file():
+                raise AudioError(f"row {row.id!r}: audio file {path} does not exist")
+            self._hashes[path] = file_hash(path)
+        return self.key(self._hashes[path], row.start, row.end)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def lookup(self, key: str) -> Any:
+        """The cached ``(T, D)`` tensor of ``key``, or None."""
+        shard = self._where.get(key)
+        if shard is None:
+            return None
+        if shard not in self._handles:
+            from safetensors import safe_open
+
+            self._handles[shard] = safe_open(str(self.root / "shards" / shard), framework="pt")
+        return self._handles[shard].get_tensor(key)
+
+    def info(self, key: str) -> dict[str, Any] | None:
+        """The row facts stored with ``key`` (id, audio, start, end, samples, frames), or None."""
+        if key not in self._where:
+            return None
+        if key not in self._rows:
+            self.lookup(key)
+            self._rows.update(json.loads(self._handles[self._where[key]].metadata()["auralm_rows"]))
+        return self._rows[key]
+
+    def get(self, row: Row) -> Any:
+        """The cached states of a manifest row (hashes its audio file), or None."""
+        return self.lookup(self.row_key(row))
+
+
+@dataclasses.dataclass
+class _Clip:
+    key: str
+    row: Row
+    path: Path
+    samples: int
+
+
+def embed_manifest(
+    manifest: str | Path | Sequence[Row],
+    encoder: Any,
+    out_dir: str | Path,
+    batch_size: int = 8,
+    shard_size: int = 256,
+    dtype: str = "float32",
+    on_batch: Callable[[int], None] | None = None,
+) -> EmbedReport:
+    """Encode every audio row of ``manifest`` not yet in ``out_dir`` with ``encoder`` (an AudioEncoder).
+
+    Every row is checked (file present and decodable, span inside the file, not too long for the
+    encoder) before anything is written. ``on_batch(i)`` is called after each batch (tests use it to
+    interrupt a run). Returns an :class:`EmbedReport`.
+    """
+    import torch
+
+    cfg = EmbedConfig(
+        encoder=encoder.name, batch_size=batch_size, shard_size=shard_size, dtype=dtype,
+        pad_to_30s=bool(getattr(encoder, "pad_to_30s", False)),
+        device=str(encoder.device),
+    )
+    root = Path(out_dir)
+    identity = {"encoder": encoder.name, "revision": encoder.revision, "pad_to_30s": cfg.pad_to_30s, "dtype": dtype}
+    _check_identity(root, identity)
+    rows = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
+    report = EmbedReport(out_dir=str(root), rows=len(rows))
+    clips = _plan(rows, encoder.name, encoder.revision, encoder.sample_rate, encoder.max_samples, report)
+    meta = {"format": FORMAT, **identity, "dim": encoder.dim, "frame_rate": encoder.frame_rate,
+            "sample_rate": encoder.sample_rate}
+    with _Lock(root):
+        if _read_meta(root) is None:
+            atomic_write_json(root / "cache.json", meta)
+        save_config(cfg, root)
+        cache = EmbeddingCache(root, encoder.name, encoder.revision)
+        todo = sorted({c.key: c for c in clips if c.key not in cache}.values(), key=lambda c: (c.samples, c.key))
+        report.unique = len({c.key for c in clips})
+        report.skipped = report.unique - len(todo)
+        index = cache.shards()
+        number = max((int(name.split(".")[0]) for name in index), default=-1) + 1
+        pending: dict[str, Any] = {}
+        pending_rows: dict[str, dict[str, Any]] = {}
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        storage = getattr(torch, dtype)
+        start_time = time.perf_counter()
+        for b, batch in enumerate(progress(batches, desc=f"embed {encoder.name}", total=len(batches), unit="batch")):
+            wavs = [load_audio(c.path, encoder.sample_rate, c.row.start, c.row.end)[0] for c in batch]
+            states, lengths = encoder(wavs)
+            for c, wav, state, n in zip(batch, wavs, states, lengths.tolist()):
+                pending[c.key] = state[:n].to("cpu", storage).clone().contiguous()
+                pending_rows[c.key] = {"id": c.row.id, "audio": c.row.audio, "start": c.row.start, "end": c.row.end,
+                                       "samples": len(wav), "frames": n}
+                report.audio_seconds += len(wav) / encoder.sample_rate
+            report.encoded += len(batch)
+            if len(pending) >= shard_size or b == len(batches) - 1:
+                _write_shard(root, f"{number:05d}.safetensors", pending, pending_rows, index)
+                number += 1
+                report.shards_written += 1
+                pending, pending_rows = {}, {}
+            report.processing_seconds = time.perf_counter() - start_time
+            if on_batch is not None:
+                on_batch(b)
+    return report
+
+
+def _plan(
+    rows: list[Row], name: str, revision: str, rate: int, limit: int | None, report: EmbedReport | None
+) -> list[_Clip]:
+    """Check every row and key it; raise one error naming every bad row before any work.
+
+    With ``name=""`` only the checks run (no hashing): the CLI does that before loading weights.
+    """
+    clips, bad, hashes = [], [], {}
+    for row in rows:
+        if row.audio is None:
+            if report is not None:
+                report.no_audio += 1
+            continue
+        path = row.audio_path().resolve()
+        try:
+            info = audio_info(path)
+        except AuralmError as exc:
+            bad.append(f"row {row.id!r}: {exc}")
+            continue
+        start, end = row.start or 0.0, info.duration if row.end is None else row.end
+        if end > info.duration + 0.01:
+            bad.append(f"row {row.id!r}: span ends at {end:g} s but {path.name} lasts {info.duration:.3f} s")
+            continue
+        samples = round((end - start) * rate)
+        if limit is not None and samples > limit:
+            bad.append(f"row {row.id!r}: {samples / rate:.1f} s is longer than the "
+                       f"{limit / rate:g} s {name} accepts (cut it with `auralm chunk`)")
+            continue
+        if name and path not in hashes:
+            hashes[path] = file_hash(path)
+        key = cache_key(name, revision, hashes[path], row.start, row.end) if name else ""
+        clips.append(_Clip(key, row, path, samples))
+    if bad:
+        shown = bad[:50] + ([f"... and {len(bad) - 50} more"] if len(bad) > 50 else [])
+        raise AudioError(f"{len(bad)} bad row(s), nothing was encoded:\n  " + "\n  ".join(shown))
+    return clips
+
+
+def _write_shard(root: Path, name: str, tensors: dict, rows: dict, index: dict[str, list[str]]) -> None:
+    """Write one shard atomically, then the index that lists it."""
+    from safetensors.torch import save_file
+
+    with atomic_path(root / "shards" / name) as tmp:
+        save_file(tensors, str(tmp), metadata={"auralm_rows": json.dumps(rows)})
+    index[name] = list(tensors)
+    atomic_write_json(root / "index.json", index)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_meta(root: Path) -> dict[str, Any] | None:
+    return _read_json(root / "cache.json") if (root / "cache.json").is_file() else None
+
+
+def _check_identity(root: Path, identity: dict[str, Any]) -> None:
+    """Refuse a folder built with another encoder, revision, padding mode or storage dtype."""
+    meta = _read_meta(root)
+    if meta is None:
+        if (root / "shards").exists():
+            raise AuralmError(f"{root} has shards but no cache.json; it is not a cache this version can extend")
+        return
+    theirs = {k: meta.get(k) for k in identity}
+    if theirs != identity:
+        diff = ", ".join(f"{k}={theirs[k]!r} (this run: {identity[k]!r})" for k in identity if theirs[k] != identity[k])
+        raise AuralmError(f"{root} was built with {meta.get('encoder')}@{meta.get('revision')}: {diff}; "
+                          "caches are kept one encoder per folder, so pass another --out")
+
+
+class _Lock:
+    """``DIR/.lock`` holding the writer's pid; a lock left by a dead process is taken over."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+
+    def __enter__(self) -> _Lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = _read_json(self.path)
+                if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+                    raise AuralmError(f"another `auralm embed` (pid {pid}) is writing {self.path.parent}") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return self
+        raise AuralmError(f"cannot take the lock {self.path}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cli(argv: list[str]) -> int:
+    """``auralm embed --manifest M --encoder NAME --out DIR [key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="auralm embed", description="Cache audio-encoder outputs for a manifest.")
+    parser.add_argument("--manifest", required=True, help="JSONL manifest whose audio rows are encoded")
+    parser.add_argument("--out", required=True, help="cache folder (one encoder and revision per folder)")
+    parser.add_argument("--encoder", help="encoder name (default whisper-tiny.en)")
+    parser.add_argument("--batch-size", type=int, help="clips per forward (default 8)")
+    parser.add_argument("--shard-size", type=int, help="clips per shard file (default 256)")
+    parser.add_argument("--pad-to-30s", action="store_true", default=None, help="Whisper: encode 30 s windows")
+    parser.add_argument("--dtype", choices=DTYPES, help="storage dtype (default float32)")
+    parser.add_argument("--device", help="auto, cpu, cuda ... (default auto)")
+    parser.add_argument("overrides", nargs="*", help="config overrides such as batch_size=16")
+    args = parser.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if k in EmbedConfig.field_names() and v is not None}
+    cfg = apply_overrides(EmbedConfig.from_dict(given), args.overrides)
+    import torch
+
+    from auralm.encoders import build_audio_encoder
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    _check_early(Path(args.out), cfg)
+    _plan(read_manifest(args.manifest), "", "", 16000, None, None)  # bad rows fail before weights load
+    encoder = build_audio_encoder(cfg.encoder, pad_to_30s=cfg.pad_to_30s, device=device)
+    report = embed_manifest(args.manifest, encoder, args.out, cfg.batch_size, cfg.shard_size, cfg.dtype)
+    print(report.summary())
+    return 0
+
+
+def _check_early(root: Path, cfg: EmbedConfig) -> None:
+    """Refuse a folder of another encoder or mode before loading any weights (revision is checked later)."""
+    from auralm.encoders import resolve_name
+
+    meta = _read_meta(root)
+    name = resolve_name(cfg.encoder)[0]
+    if meta is not None:
+        theirs = (meta.get("encoder"), meta.get("pad_to_30s"), meta.get("dtype"))
+        if theirs != (name, cfg.pad_to_30s, cfg.dtype):
+            _check_identity(root, {"encoder": name, "revision": meta.get("revision"),
+                                   "pad_to_30s": cfg.pad_to_30s, "dtype": cfg.dtype})
