@@ -9,7 +9,7 @@ DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min
 # Tests run on one thread (the second core is often busy) and never wait on a model hub.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast test-all lint bench clean-venv
+.PHONY: setup debian-tools demo test test-fast lint clean-venv
 
 setup: $(STAMP) debian-tools
 
@@ -40,11 +40,13 @@ debian-tools:
 demo: setup
 	$(VENV)/bin/auralm demo
 
+# the whole suite, slow tests included (about 2 minutes here)
 test: setup
-	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
-
-test-all: setup
 	$(TEST_ENV) $(PY) -m pytest -q
+
+# skips the tests marked slow (real pretrained weights, killed subprocesses): about 30 s
+test-fast: setup
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
