@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from auralm.config import Config, ConfigError, apply_overrides, help_field, load_preset, preset_names, save_config
+from auralm.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    help_field,
+    load_preset,
+    preset_names,
+    save_config,
+)
 
 
 @dataclasses.dataclass

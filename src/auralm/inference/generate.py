@@ -1,0 +1,79 @@
+"""Text generation from an :class:`~auralm.model.AudioLM` through the LM's own Hugging Face ``generate``.
+
+The prompts (with the audio spliced in, for the prefix family) are embedded once, left-padded into
+``inputs_embeds (B, L, H)`` with an attention mask from their lengths, and handed to
+``lm.generate(inputs_embeds=..., attention_mask=...)``: the LM runs the whole prompt once and then
+reuses its KV cache for every new token (``use_cache=False`` recomputes the prefix at every step, for
+benchmarks). For the cross family the projected audio is made visible to the hooked cross-attention
+blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
+``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from auralm.config import Config, help_field
+from auralm.errors import ConfigError
+
+STRATEGIES = ("greedy", "beam", "sample")
+
+
+@dataclasses.dataclass
+class GenerationConfig(Config):
+    """Decoding settings."""
+
+    strategy: str = help_field("greedy", f"decoding: {', '.join(STRATEGIES)}")
+    num_beams: int = help_field(4, "beams (strategy beam)")
+    temperature: float = help_field(1.0, "sampling temperature (strategy sample)")
+    top_k: int = help_field(0, "sample among the k most likely tokens (0 = all)")
+    top_p: float = help_field(1.0, "sample from the smallest set with this probability mass (1 = all)")
+    max_new_tokens: int = help_field(128, "longest answer in tokens")
+    use_cache: bool = help_field(True, "reuse the KV cache after the prompt (False recomputes it every step)")
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.num_beams < 1 or self.max_new_tokens < 1 or self.top_k < 0:
+            raise ConfigError(f"need num_beams >= 1, max_new_tokens >= 1, top_k >= 0; got {self.num_beams}, {self.max_new_tokens}, {self.top_k}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"need temperature > 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}")
+
+
+def hf_generation_config(gen: GenerationConfig, eos_id: int, pad_id: int) -> Any:
+    """The transformers ``GenerationConfig`` for ``gen`` (only the fields its strategy uses)."""
+    import transformers
+
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens, "eos_token_id": eos_id, "pad_token_id": pad_id, "use_cache": gen.use_cache,
+        "do_sample": gen.strategy == "sample", "num_beams": gen.num_beams if gen.strategy == "beam" else 1,
+    }
+    if gen.strategy == "sample":
+        kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p)
+    else:  # neutral values, so transformers does not warn about unused sampling settings
+        kwargs.update(temperature=1.0, top_k=None, top_p=1.0)
+    if gen.strategy == "beam":
+        kwargs.update(early_stopping=True, length_penalty=1.0)
+    return transformers.GenerationConfig(**kwargs)
+
+
+def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None) -> list[str]:
+    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``)."""
+    import torch
+
+    gen = gen or GenerationConfig()
+    hf_cfg = hf_generation_config(gen, model.end_token_id, model.pad_token_id)
+    with torch.no_grad():
+        x = model.build_inputs(batch, answers=False, left_pad=True)
+        with model.audio_context(x["audio"], x["audio_lengths"]):
+            out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg)  # B, new
+    texts = []
+    for row in out.tolist():
+        if model.end_token_id in row:
+            row = row[: row.index(model.end_token_id)]
+        texts.append(model.tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
+
+
+__all__ = ["STRATEGIES", "GenerationConfig", "generate", "hf_generation_config"]

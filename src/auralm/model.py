@@ -1,0 +1,272 @@
+"""The S1 audio LM: an audio encoder, a connector, and any Hugging Face causal LM, read top to bottom.
+
+::
+
+    wav ──encoder (frozen)──► states (B, T, D) + lengths
+        ──connector.project──► audio (B, T', H), T' = ceil(T / stack)
+        prefix: spliced over the <|audio|> placeholders of the prompt's token embeddings (B, L, H)
+        cross:  keys/values of gated cross-attention blocks hooked in front of every N-th LM layer
+        ──LM (frozen, + LoRA in stage 2)──► logits (B, L, V) ──► loss on the answer tokens only
+        (+ ctc_weight * CTC of audio @ E^T against the transcript's LM token ids, E = the LM's input embeddings)
+
+``AudioLM.forward(batch)`` takes ``{"states", "lengths"}`` (cached embeddings) or ``{"wavs"}`` plus
+``"prompts"`` (optional, default ``config.prompt``) and ``"texts"`` (the answers). See docs/hear.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from auralm.config import Config, help_field
+from auralm.connectors import ConnectorConfig, build_connector, splice_audio
+from auralm.encoders import AudioEncoder, build_audio_encoder, weights_revision
+from auralm.errors import AudioError, AuralmError, ConfigError
+from auralm.lm import add_audio_token, build_example, decoder_layers, end_token_id, load_lm, text_ids
+
+TRAINABLE_PREFIXES = ("connector.", "ctc_blank.")
+
+
+class CheckpointMismatchError(AuralmError):
+    """Trained weights that do not fit this model (another LM width, encoder, connector or LoRA)."""
+
+
+@dataclasses.dataclass
+class LoraConfig(Config):
+    """LoRA on the LM (stage 2); ``r = 0`` turns it off."""
+
+    r: int = help_field(0, "LoRA rank (0 = no LoRA)")
+    alpha: float = help_field(16.0, "LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = help_field(0.05, "dropout on the LoRA input")
+    targets: Any = help_field("auto", "module names to adapt, e.g. [q_proj, v_proj]; auto = q_proj+v_proj or GPT-2's c_attn")
+
+    def validate(self) -> None:
+        if self.r < 0 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora: need r >= 0, alpha > 0, 0 <= dropout < 1; got {self.r}, {self.alpha}, {self.dropout}")
+        if self.targets != "auto" and (not isinstance(self.targets, list) or not all(isinstance(t, str) for t in self.targets)):
+            raise ConfigError(f"lora.targets must be 'auto' or a list of module names, got {self.targets!r}")
+
+
+@dataclasses.dataclass
+class HearConfig(Config):
+    """The S1 model: which encoder, LM and connector, and the auxiliary CTC loss."""
+
+    encoder: str = help_field("whisper-tiny.en", "audio encoder name (auralm.encoders), e.g. whisper-tiny.en, conv-tiny")
+    lm: str = help_field("smollm2-135m-instruct", "causal LM: hub name, or tiny-gpt2 / tiny-llama (random, for tests)")
+    connector: ConnectorConfig = dataclasses.field(default_factory=ConnectorConfig, metadata={"help": "connector settings"})
+    ctc_weight: float = help_field(0.0, "weight of the auxiliary CTC loss on the projector outputs (0 = off)")
+    prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA settings (stage 2)"})
+
+    def validate(self) -> None:
+        if self.ctc_weight < 0:
+            raise ConfigError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+
+
+def _pad(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    """Pad lists of ids to one ``(B, L)`` long tensor, on the left or the right."""
+    L = max(len(s) for s in seqs)
+    rows = [[value] * (L - len(s)) + s if left else s + [value] * (L - len(s)) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class AudioLM(nn.Module):
+    """Encoder (frozen) + connector (trained) + causal LM (frozen; LoRA optional)."""
+
+    def __init__(self, cfg: HearConfig, encoder: AudioEncoder | None = None, lm: nn.Module | None = None, tokenizer: Any = None):
+        super().__init__()
+        self.config = cfg
+        self.encoder = encoder if encoder is not None else build_audio_encoder(cfg.encoder)
+        if lm is None:
+            lm, tokenizer = load_lm(cfg.lm)
+        elif tokenizer is None:
+            raise ConfigError("AudioLM: an lm given without its tokenizer")
+        self.lm_revision = getattr(lm, "auralm_revision", None) or weights_revision(lm)
+        self.lm, self.tokenizer = lm.eval(), tokenizer
+        self.lm.requires_grad_(False)
+        self.audio_token_id = add_audio_token(tokenizer)
+        self.end_token_id = end_token_id(tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_token_id
+        self.vocab_size, self.lm_dim = lm.get_input_embeddings().weight.shape  # V, H
+        layers = decoder_layers(lm)
+        self.connector = build_connector(cfg.connector, self.encoder.dim, self.lm_dim, len(layers))
+        if cfg.connector.kind == "cross":
+            self.connector.attach(layers)
+        if cfg.ctc_weight > 0:  # the blank's logit: w . audio + b, learned, zero at init
+            self.ctc_blank = nn.Linear(self.lm_dim, 1)
+            nn.init.zeros_(self.ctc_blank.weight)
+            nn.init.zeros_(self.ctc_blank.bias)
+        self.has_lora = False
+        if cfg.lora.r > 0:
+            self.add_lora(cfg.lora)
+
+    # -- parts ------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> AudioLM:
+        """The frozen LM stays in eval mode (no dropout) unless LoRA trains it; the encoder decides for itself."""
+        super().train(mode)
+        self.lm.train(mode and self.has_lora)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.connector.parameters()).device
+
+    def frozen_parts(self) -> dict[str, dict[str, str]]:
+        """What the trained weights depend on: the encoder's and the LM's names and revisions."""
+        return {
+            "encoder": {"name": self.encoder.name, "revision": self.encoder.revision},
+            "lm": {"name": getattr(self.lm, "auralm_name", self.config.lm), "revision": self.lm_revision},
+        }
+
+    def add_lora(self, lora: LoraConfig) -> None:
+        """Stage 2: inject peft LoRA adapters into the LM in place (its class and ``generate`` stay)."""
+        if self.has_lora:
+            raise ConfigError("the LM already has LoRA adapters")
+        if lora.r <= 0:
+            raise ConfigError(f"add_lora needs lora.r > 0, got {lora.r}")
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import inject_adapter_in_model
+
+        names = {name.rsplit(".", 1)[-1] for name, _ in self.lm.named_modules()}
+        targets = lora.targets
+        if targets == "auto":
+            targets = ["q_proj", "v_proj"] if {"q_proj", "v_proj"} <= names else ["c_attn"] if "c_attn" in names else []
+        missing = [t for t in targets if t not in names]
+        if not targets or missing:
+            raise ConfigError(f"lora.targets {targets or lora.targets!r}: no such modules in {type(self.lm).__name__} ({missing})")
+        peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets),
+                                  fan_in_fan_out="c_attn" in targets)
+        inject_adapter_in_model(peft_cfg, self.lm)
+        for name, p in self.lm.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.config = self.config.replace(lora=lora)
+        self.has_lora = True
+        self.train(self.training)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained weights only: connector (+ CTC blank) (+ LoRA), detached copies."""
+        return {k: v.detach().clone() for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load what :meth:`trainable_state_dict` saved; clear errors for weights of another shape."""
+        own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+        for key, value in state.items():
+            if key in own and tuple(value.shape) != tuple(own[key].shape):
+                raise CheckpointMismatchError(
+                    f"trained weight {key} has shape {tuple(value.shape)} but this model needs {tuple(own[key].shape)}: "
+                    f"it was trained with another LM width, encoder or connector (this model: LM {self.config.lm} "
+                    f"width {self.lm_dim}, encoder {self.encoder.name} width {self.encoder.dim})"
+                )
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            hint = " (LoRA weights: build the model with the checkpoint's lora.r)" if any("lora_" in k for k in unexpected) else ""
+            raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}{hint}")
+        with torch.no_grad():
+            for key in set(own) & set(state):
+                own[key].copy_(state[key])
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def encode_audio(self, wavs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz waveforms -> encoder ``states (B, T, D)`` and ``lengths (B,)`` on the model's device."""
+        states, lengths = self.encoder(wavs)
+        return states.to(self.device), lengths.to(self.device)
+
+    def _audio(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected audio ``(B, T', H)`` and its lengths, from cached states or waveforms."""
+        if batch.get("states") is not None:
+            states, lengths = batch["states"].to(self.device), torch.as_tensor(batch["lengths"]).to(self.device)  # B, T, D ; B
+        elif batch.get("wavs") is not None:
+            states, lengths = self.encode_audio(batch["wavs"])
+        else:
+            raise ConfigError("a batch needs 'states' + 'lengths' or 'wavs'")
+        if states.ndim != 3 or lengths.shape != states.shape[:1]:
+            raise AudioError(f"expected states (B, T, D) and lengths (B,), got {tuple(states.shape)} and {tuple(lengths.shape)}")
+        if (lengths <= 0).any() or (lengths > states.shape[1]).any():
+            raise AudioError(f"audio lengths must be in 1..{states.shape[1]} frames, got {lengths.tolist()} (audio of length zero?)")
+        return self.connector.project(states, lengths)  # B, T', H ; B
+
+    def audio_context(self, audio: torch.Tensor, lengths: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Cross family: makes the audio visible to the hooked blocks; prefix family: nothing to do."""
+        if self.config.connector.kind == "cross":
+            return self.connector.audio(audio, lengths)
+        return contextlib.nullcontext()
+
+    def build_inputs(self, batch: dict[str, Any], answers: bool, left_pad: bool) -> dict[str, torch.Tensor]:
+        """Token embeddings with the audio in place, attention mask from lengths, labels, projected audio."""
+        audio, audio_lengths = self._audio(batch)  # B, T', H ; B
+        B = audio.shape[0]
+        prompts = [p or self.config.prompt for p in (batch.get("prompts") or [None] * B)]
+        texts = batch.get("texts") if answers else None
+        if answers and texts is None:
+            raise ConfigError("training needs batch['texts'] (the answers)")
+        if len(prompts) != B or (texts is not None and len(texts) != B):
+            raise ConfigError(f"{B} audio clips but {len(prompts)} prompts and {len(texts or [])} texts")
+        n_audio = audio_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
+        examples = [
+            build_example(self.tokenizer, p, n, texts[i] if texts is not None else None) for i, (p, n) in enumerate(zip(prompts, n_audio))
+        ]
+        ids = _pad([e[0] for e in examples], self.pad_token_id, left_pad).to(self.device)  # B, L
+        labels = _pad([e[1] for e in examples], -100, left_pad).to(self.device)  # B, L
+        mask = _pad([[1] * len(e[0]) for e in examples], 0, left_pad).to(self.device)  # B, L (from lengths)
+        lookup = ids.masked_fill((ids == self.audio_token_id) | (ids >= self.vocab_size), self.pad_token_id)
+        embeds = self.lm.get_input_embeddings()(lookup)  # B, L, H
+        if self.config.connector.kind == "prefix":
+            embeds = splice_audio(embeds, ids, audio, audio_lengths, self.audio_token_id)  # B, L, H
+        return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths}
+
+    # -- training ---------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``); losses are means over answer tokens."""
+        x = self.build_inputs(batch, answers=True, left_pad=False)
+        with self.audio_context(x["audio"], x["audio_lengths"]):
+            logits = self.lm(inputs_embeds=x["embeds"], attention_mask=x["mask"], use_cache=False).logits  # B, L, V
+        targets = x["labels"][:, 1:]  # B, L-1: token t is predicted at position t-1
+        n_tokens = (targets != -100).sum()
+        lm_loss = F.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        ) / n_tokens.clamp(min=1)
+        out = {"lm_loss": lm_loss, "n_tokens": n_tokens, "loss": lm_loss}
+        if self.config.ctc_weight > 0:
+            out["ctc_loss"] = self.ctc_loss(x["audio"], x["audio_lengths"], batch["texts"])
+            out["loss"] = lm_loss + self.config.ctc_weight * out["ctc_loss"]
+        return out
+
+    # -- the CTC auxiliary head -------------------------------------------------------------------
+    def ctc_log_probs(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(B, T', H)`` -> ``(B, T', V + 1)`` log-probs: ``audio @ E^T`` (frozen) and the learned blank (last)."""
+        if not hasattr(self, "ctc_blank"):
+            raise ConfigError("this model has no CTC head (ctc_weight is 0)")
+        E = self.lm.get_input_embeddings().weight  # V, H
+        logits = torch.cat([F.linear(audio, E.to(audio.dtype)), self.ctc_blank(audio).to(audio.dtype)], -1)  # B, T', V+1
+        return logits.float().log_softmax(-1)
+
+    def ctc_loss(self, audio: torch.Tensor, audio_lengths: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """CTC of the projected audio against each transcript's mid-sentence LM token ids (blank = V)."""
+        targets = [text_ids(self.tokenizer, t) for t in texts]
+        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=audio.device)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=audio.device)
+        log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, V+1
+        return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=self.vocab_size, zero_infinity=True)
+
+    @torch.no_grad()
+    def ctc_greedy_decode(self, batch: dict[str, Any]) -> list[str]:
+        """The projector's own transcription: argmax per frame, collapse repeats, drop blanks, detokenise."""
+        audio, lengths = self._audio(batch)
+        best = self.ctc_log_probs(audio).argmax(-1).tolist()  # B, T'
+        out = []
+        for row, n in zip(best, lengths.tolist()):
+            ids = [t for j, t in enumerate(row[:n]) if (j == 0 or t != row[j - 1]) and t != self.vocab_size]
+            out.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
+        return out
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, batch: dict[str, Any], gen: Any = None) -> list[str]:
+        """Answers for a batch (``gen``: :class:`auralm.inference.generate.GenerationConfig`, default greedy)."""
+        from auralm.inference.generate import generate
+
+        return generate(self, batch, gen)

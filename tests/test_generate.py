@@ -1,0 +1,132 @@
+"""Generation: greedy/beam/sample through the LM's HF generate, left-padded batches, the KV cache."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from auralm.connectors import ConnectorConfig
+from auralm.errors import ConfigError
+from auralm.inference.generate import GenerationConfig
+from auralm.lm import build_example
+from auralm.model import AudioLM, HearConfig
+
+
+def trained(kind: str, lm: str, steps: int = 15) -> tuple[AudioLM, dict]:
+    """A tiny model briefly fitted to two clips, so its greedy answers are not ties."""
+    torch.manual_seed(0)
+    model = AudioLM(HearConfig(encoder="conv-tiny", lm=lm, connector=ConnectorConfig(kind=kind)))
+    g = torch.Generator().manual_seed(1)
+    b = {"states": torch.randn(3, 16, 256, generator=g), "lengths": torch.tensor([16, 9, 5]),
+         "texts": ["the cat sat on the mat", "a dog", "birds sing at dawn"]}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(b)["loss"].backward()
+        opt.step()
+    return model.eval(), b
+
+
+@pytest.fixture(scope="module", params=[("prefix", "tiny-gpt2"), ("cross", "tiny-llama")], ids=["prefix-gpt2", "cross-llama"])
+def fitted(request):
+    return trained(*request.param)
+
+
+def one(b: dict, i: int) -> dict:
+    n = int(b["lengths"][i])
+    return {"states": b["states"][i : i + 1, :n], "lengths": b["lengths"][i : i + 1]}
+
+
+def test_greedy_equals_beam_one_and_batched_equals_one_by_one(fitted):
+    model, b = fitted
+    gen = GenerationConfig(max_new_tokens=8)
+    batched = model.generate(b, gen)
+    assert len(batched) == 3 and any(batched)
+    assert batched == [model.generate(one(b, i), gen)[0] for i in range(3)]
+    assert batched == model.generate(b, GenerationConfig(strategy="beam", num_beams=1, max_new_tokens=8))
+    assert batched == model.generate(b, gen.replace(use_cache=False))
+
+
+def test_beam_and_sampling_run_and_respect_limits(fitted):
+    model, b = fitted
+    beams = model.generate(b, GenerationConfig(strategy="beam", num_beams=3, max_new_tokens=6))
+    assert len(beams) == 3
+    calls = []
+    handle = model.lm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        torch.manual_seed(0)
+        s1 = model.generate(b, GenerationConfig(strategy="sample", temperature=0.8, top_k=20, top_p=0.9, max_new_tokens=5))
+    finally:
+        handle.remove()
+    assert 1 <= len(calls) <= 5  # one LM step per new token at most (the prompt's step gives the first)
+    torch.manual_seed(0)
+    s2 = model.generate(b, GenerationConfig(strategy="sample", temperature=0.8, top_k=20, top_p=0.9, max_new_tokens=5))
+    assert s1 == s2 and len(s1) == 3
+
+
+def test_generation_stops_at_the_end_token(fitted):
+    model, b = fitted
+    calls = []
+
+    def force_end(module, args, kwargs, out):  # make the end token the argmax at every step
+        calls.append(1)
+        out.logits[..., model.end_token_id] += 1e4
+        return out
+
+    handle = model.lm.register_forward_hook(force_end, with_kwargs=True)
+    try:
+        assert model.generate(b, GenerationConfig(max_new_tokens=10)) == ["", "", ""]
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the prompt's forward picked the end token; no further step ran
+
+
+def test_cross_gate_zero_generates_like_the_plain_lm():
+    """At gate zero the cross model's greedy tokens are transformers' own GPT-2's."""
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-gpt2", connector=ConnectorConfig(kind="cross")))
+    ref = GPT2LMHeadModel(model.lm.config).eval()
+    ref.load_state_dict(model.lm.state_dict())
+    ids, _ = build_example(model.tokenizer, model.config.prompt, 0)
+    want = ref.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, eos_token_id=model.end_token_id,
+                        pad_token_id=model.pad_token_id)[0, len(ids):].tolist()
+    want = want[: want.index(model.end_token_id)] if model.end_token_id in want else want
+    got = model.generate({"states": torch.randn(1, 8, 256), "lengths": torch.tensor([8])}, GenerationConfig(max_new_tokens=6))
+    assert got == [model.tokenizer.decode(want, skip_special_tokens=True).strip()]
+
+
+def test_generation_config_validates():
+    with pytest.raises(ConfigError, match="strategy"):
+        GenerationConfig(strategy="nucleus")
+    with pytest.raises(ConfigError, match="top_p"):
+        GenerationConfig(top_p=0.0)
+
+
+@pytest.mark.slow
+def test_smollm2_prefix_forward_and_generate_on_a_real_clip(tmp_path):
+    pytest.importorskip("transformers")
+    from auralm.data.audio import load_audio
+    from auralm.errors import ModelNotFoundError
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    wav_path = tmp_path / "clip.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav_path), "the quick brown fox"], check=True, capture_output=True)
+    wav, _ = load_audio(wav_path, 16000)
+    try:
+        model = AudioLM(HearConfig(encoder="whisper-tiny.en", lm="smollm2-135m-instruct"))
+    except ModelNotFoundError as exc:
+        pytest.skip(f"SmolLM2 / Whisper not installed: {exc}")
+    im_end = model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert model.end_token_id == im_end
+    ids, labels = build_example(model.tokenizer, model.config.prompt, 5, "the quick brown fox")
+    assert labels[-1] == im_end and ids[-1] == im_end and ids.count(model.audio_token_id) == 5
+    out = model({"wavs": [wav], "texts": ["the quick brown fox"]})
+    assert torch.isfinite(out["loss"])
+    text = model.generate({"wavs": [wav]}, GenerationConfig(max_new_tokens=8))
+    assert len(text) == 1 and isinstance(text[0], str)

@@ -1,0 +1,146 @@
+"""AudioLM: forward/backward on tiny configs, which parameters train, CTC, bf16 autocast, trained-weight I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from auralm.connectors import ConnectorConfig, SpliceError
+from auralm.errors import AudioError, AuralmError
+from auralm.lm import AUDIO_TOKEN, PlaceholderError, load_lm
+from auralm.model import AudioLM, CheckpointMismatchError, HearConfig, LoraConfig
+
+
+def tiny(kind="prefix", lm="tiny-gpt2", **kw) -> AudioLM:
+    torch.manual_seed(0)
+    return AudioLM(HearConfig(encoder="conv-tiny", lm=lm, connector=ConnectorConfig(kind=kind, **kw.pop("conn", {})), **kw))
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"states": torch.randn(2, 12, 256, generator=g), "lengths": torch.tensor([12, 7]),
+            "texts": ["the cat sat", "a dog ran far"], "prompts": None}
+
+
+def grads(model):
+    return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+@pytest.mark.parametrize("kind,lm", [("prefix", "tiny-gpt2"), ("cross", "tiny-llama")])
+def test_only_the_connector_gets_gradients_and_overfitting_works(kind, lm):
+    model = tiny(kind, lm).train()
+    assert not model.lm.training and not model.encoder.training
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    b = batch()
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        out = model(b)
+        out["loss"].backward()
+        if step == 0:
+            names = grads(model)
+            assert names and all(n.startswith("connector.") for n in names)
+            assert int(out["n_tokens"]) == len(model.tokenizer("the cat sat a dog ran far")["input_ids"]) + 2
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_forward_from_waveforms_runs_the_frozen_encoder():
+    model = tiny()
+    wavs = [np.sin(np.arange(8000) / 10).astype(np.float32), np.zeros(3000, np.float32) + 0.1]
+    states, lengths = model.encode_audio(wavs)
+    assert states.shape[0] == 2 and lengths.tolist() == model.encoder.output_lengths([8000, 3000]).tolist()
+    out = model({"wavs": wavs, "texts": ["x", "y"]})
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+
+
+def test_bfloat16_autocast_forward_backward():
+    for kind in ("prefix", "cross"):
+        model = tiny(kind, ctc_weight=0.3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch())
+        assert torch.isfinite(out["loss"]) and "ctc_loss" in out
+        out["loss"].backward()
+        assert grads(model)
+
+
+def test_ctc_head_loss_and_greedy_decode():
+    model = tiny(ctc_weight=1.0, conn={"stack": 2})  # 6 and 4 frames for 3 and 4 target tokens
+    assert {k for k in model.trainable_state_dict() if not k.startswith("connector.")} == {"ctc_blank.weight", "ctc_blank.bias"}
+    b = batch()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    first = None
+    for _ in range(60):
+        opt.zero_grad()
+        loss = model.ctc_loss(*model.connector.project(b["states"], b["lengths"]), b["texts"])
+        loss.backward()
+        opt.step()
+        first = first or float(loss.detach())
+    assert float(loss.detach()) < 0.5 * first
+    texts = model.ctc_greedy_decode(b)
+    assert texts == ["the cat sat", "a dog ran far"]
+
+
+def test_trainable_state_dict_round_trip_and_other_width_is_refused():
+    model = tiny("cross", "tiny-gpt2")
+    state = model.trainable_state_dict()
+    assert state and all(k.startswith("connector.") for k in state)
+    assert sum(v.numel() for v in state.values()) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    other = tiny("cross", "tiny-gpt2")
+    with torch.no_grad():
+        for p in other.connector.parameters():
+            p.add_(1.0)
+    other.load_trainable_state_dict(state)
+    assert all(torch.equal(state[k], v) for k, v in other.trainable_state_dict().items())
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = load_lm("tiny-gpt2")
+    narrow = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_embd=32, n_layer=2, n_head=4)).eval()
+    small = AudioLM(HearConfig(encoder="conv-tiny", lm="narrow", connector=ConnectorConfig(kind="cross")), lm=narrow, tokenizer=tok)
+    assert small.frozen_parts()["lm"]["revision"].startswith("w")
+    with pytest.raises(CheckpointMismatchError, match="width 32"):
+        small.load_trainable_state_dict(state)
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        model.load_trainable_state_dict({k: v for k, v in state.items() if "blocks.1." not in k})
+
+
+def test_lora_stage_two_trains_connector_and_adapters_only():
+    for lm in ("tiny-gpt2", "tiny-llama"):
+        model = tiny("prefix", lm)
+        before = model.trainable_state_dict().keys()
+        model.add_lora(LoraConfig(r=4, alpha=8))
+        assert model.config.lora.r == 4 and model.train().lm.training
+        state = model.trainable_state_dict()
+        lora = [k for k in state if "lora_" in k]
+        assert lora and set(state) == set(before) | set(lora)
+        out = model(batch())
+        out["loss"].backward()
+        names = grads(model)
+        assert any("lora_" in n for n in names) and all(n.startswith("connector.") or "lora_" in n for n in names)
+        plain = tiny("prefix", lm)
+        with pytest.raises(CheckpointMismatchError, match="LoRA"):
+            plain.load_trainable_state_dict(state)
+        again = AudioLM(model.config.replace(encoder="conv-tiny"))  # lora.r > 0 in the config: adapters built
+        again.load_trainable_state_dict(state)
+
+
+def test_frozen_parts_and_bad_inputs():
+    model = tiny()
+    parts = model.frozen_parts()
+    assert parts["encoder"]["name"] == "conv-tiny" and parts["encoder"]["revision"] == model.encoder.revision
+    assert parts["lm"] == {"name": "tiny-gpt2", "revision": model.lm.auralm_revision}
+    b = batch()
+    with pytest.raises(PlaceholderError, match="2 audio placeholder"):
+        model({**b, "prompts": [f"{AUDIO_TOKEN} and {AUDIO_TOKEN}"] * 2})
+    with pytest.raises(AudioError, match="length zero"):
+        model({**b, "lengths": torch.tensor([12, 0])})
+    ids = torch.tensor([[model.audio_token_id] * 2])
+    with pytest.raises(SpliceError, match="2 audio placeholder positions but 3 audio frames"):
+        from auralm.connectors import splice_audio
+
+        splice_audio(torch.zeros(1, 2, 64), ids, torch.zeros(1, 3, 64), torch.tensor([3]), model.audio_token_id)
+    with pytest.raises(AuralmError, match="texts"):
+        model({**b, "texts": None})
