@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chunk": ("auralm.data.chunk:cli", "cut long audio and its transcript into chunks"),
     "embed": ("auralm.data.embed_cache:cli", "cache audio-encoder outputs for a manifest"),
     "models": ("auralm.hub:cli", "list known model names and where each resolves"),
+    "train": ("auralm.training.cli:train_cli", "S1: train an audio LM (auralm train --preset NAME)"),
+    "generate": ("auralm.inference.cli:generate_cli", "S1: transcribe / answer about one audio file"),
+    "eval": ("auralm.evaluation.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
     "demo": ("auralm.demo:cli", "run the main job end to end on the embedded default"),
 }
 
