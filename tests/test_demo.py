@@ -14,20 +14,28 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_tiny_demo_writes_metrics_config_and_cache(tmp_path, capsys):
+def test_tiny_demo_writes_checkpoint_metrics_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--preset", "tiny-demo", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "config.yaml").read_text().startswith("out: ")
     assert metrics["corpus"]["clips"] == 16 and metrics["corpus"]["test_sentences_also_in_train"] == 0
     assert metrics["prepare"] == {"pairs": 16, "problems": 0}
-    assert metrics["chunk"]["text_exact"] is True
-    assert metrics["chunk"]["longest_chunk_seconds"] <= 6.0
+    assert metrics["chunk"]["text_exact"] is True and metrics["chunk"]["longest_chunk_seconds"] <= 6.0
+    # Whisper tiny.en reads clean synthetic speech well; a broken conversion or chunking would not
+    assert metrics["chunk"]["whisper_wer"] < 0.5
     embed = metrics["embed"]
     assert embed["encoded"] == 16 and embed["second_run_encoded"] == 0 and embed["second_run_skipped"] == 16
     assert 0 < embed["real_time_factor"] < 1
-    baseline = metrics["whisper_baseline"]
-    assert set(baseline["hypotheses"]) == {k for k in baseline["hypotheses"]} and baseline["clips"]["n"] >= 1
-    # Whisper tiny.en reads clean synthetic speech well; a broken conversion or pipeline would not
-    assert baseline["clips"]["wer"] < 0.5 and baseline["long_chunks"]["wer"] < 0.5
-    assert list((out / "embeddings" / "shards").glob("*.safetensors"))
+    ev = metrics["eval"]
+    assert ev["n"] >= 2 and set(ev["hypotheses"]) and ev["wer_shuffled_audio"] is not None
+    assert ev["whisper_wer"] is not None and ev["whisper_wer"] < 0.5
+    assert metrics["ctc_wer"] is not None
+    # the checkpoint is a stage-2 checkpoint that `auralm generate` and `auralm eval` can load
+    assert (out / "checkpoint" / "trainable.safetensors").is_file()
+    assert json.loads((out / "checkpoint" / "frozen_parts.json").read_text())["encoder"]["name"] == "whisper-tiny.en"
+    assert (out / "report.md").read_text().startswith("# auralm demo report")
+    assert (out / "loss_curves.png").stat().st_size > 1000
+    capsys.readouterr()
+    wav = next((out / "corpus" / "wavs").glob("*.wav"))
+    assert main(["generate", "--checkpoint", str(out / "checkpoint"), "--audio", str(wav)]) == 0

@@ -144,3 +144,27 @@ def test_frozen_parts_and_bad_inputs():
         splice_audio(torch.zeros(1, 2, 64), ids, torch.zeros(1, 3, 64), torch.tensor([3]), model.audio_token_id)
     with pytest.raises(AuralmError, match="texts"):
         model({**b, "texts": None})
+
+
+@pytest.mark.parametrize("lm", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("kind", ["prefix", "cross"])
+def test_loss_on_answer_columns_equals_full_logits_loss(lm, kind):
+    """forward() runs the LM head on answer columns only; the loss must equal the all-positions loss."""
+    import torch.nn.functional as F
+
+    from auralm.connectors import ConnectorConfig
+    from auralm.model import AudioLM, HearConfig
+
+    torch.manual_seed(0)
+    m = AudioLM(HearConfig(encoder="conv-tiny", lm=lm, connector=ConnectorConfig(kind=kind)))
+    for p in m.connector.parameters():
+        torch.nn.init.normal_(p, std=0.05)  # open the gates so the audio matters
+    batch = {"wavs": [torch.randn(16000).numpy(), torch.randn(9000).numpy()], "texts": ["hello there world", "a b"]}
+    out = m(batch)
+    x = m.build_inputs(batch, answers=True, left_pad=False)
+    with m.audio_context(x["audio"], x["audio_lengths"]):
+        logits = m.lm(inputs_embeds=x["embeds"], attention_mask=x["mask"], use_cache=False).logits
+    t = x["labels"][:, 1:]
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), t.reshape(-1), ignore_index=-100,
+                          reduction="sum") / (t != -100).sum()
+    assert torch.allclose(out["lm_loss"], ref, atol=1e-5)

@@ -1,19 +1,20 @@
-"""``auralm demo``: the data pipeline end to end on the embedded default, offline, on a CPU.
+"""``auralm demo``: the main job (S1) end to end on the embedded default, offline, on a CPU.
 
 Steps (each writes under ``cfg.out``, default ``runs/demo``):
 
 1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite, sentences from Debian's fortunes);
    the split is assigned per sentence, so test sentences are never heard in training.
-2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder (``x.wav`` beside ``x.txt``)
-   and checks every file.
+2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file.
 3. ``long/``: the test clips joined into one long recording with an SRT of its sentences, cut by
    ``auralm chunk`` at sentence boundaries; each chunk's text must be exactly its sentences.
-4. ``embeddings/``: ``auralm embed`` caches Whisper tiny.en encoder states (real length) for the
-   corpus, reporting the real-time factor; a second pass must find everything cached.
-5. Whisper tiny.en's own decoder transcribes the held-out clips and the long-recording chunks:
-   its WER on them is the baseline that the S1 recipe will be compared with.
-
-``metrics.json`` holds every figure; ``config.yaml`` the resolved settings.
+4. ``embeddings/``: ``auralm embed`` caches the encoder's states (real length, not 30 s of padding),
+   reporting the real-time factor; a second pass must find everything cached.
+5. ``stage1/``: ``auralm train`` with the ``train_preset`` preset: the projector learns with the LM and
+   the encoder frozen (LM loss + the auxiliary CTC loss against the LM's own embedding matrix).
+6. ``stage2/``: LoRA on the LM joins in, initialised from stage 1.
+7. ``checkpoint/`` (loadable by ``auralm generate`` / ``auralm eval``), ``metrics.json`` (held-out WER,
+   the same with the audio of another row, Whisper tiny.en's own WER on the same clips, the
+   projector's CTC WER), ``report.md`` and ``loss_curves.png``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,13 +40,20 @@ class DemoConfig(Config):
 
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
-    n_clips: int = help_field(200, "clips in the synthetic corpus")
-    test_frac: float = help_field(0.15, "fraction of sentences held out for testing")
-    valid_frac: float = help_field(0.1, "fraction of sentences held out for validation")
-    encoder: str = help_field("whisper-tiny.en", "audio encoder to cache")
+    n_clips: int = help_field(3000, "clips in the synthetic corpus")
+    test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
+    valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
+    encoder: str = help_field("whisper-tiny.en", "audio encoder to cache (must match the train preset's)")
     long_max_seconds: float = help_field(12.0, "longest chunk when cutting the long recording")
-    max_eval_clips: int = help_field(60, "held-out clips transcribed by the Whisper baseline (0: all)")
+    max_eval_clips: int = help_field(100, "held-out clips scored at the end (0: all)")
     jobs: int = help_field(2, "parallel synthesis jobs")
+    train_preset: str = help_field("hear-demo", "auralm train preset for both stages (stage 2 adds LoRA)")
+    stage1_steps: int = help_field(600, "optimizer steps of stage 1 (connector + CTC head)")
+    stage2_steps: int = help_field(300, "optimizer steps of stage 2 (connector + LoRA)")
+    stage1_minutes: float = help_field(12.0, "time cap of stage 1 (stops with a checkpoint)")
+    stage2_minutes: float = help_field(10.0, "time cap of stage 2")
+    lora_r: int = help_field(8, "LoRA rank in stage 2")
+    train_overrides: list = help_field([], "extra key=value overrides for both stages (e.g. optim.lr=5e-4)")
 
     def validate(self) -> None:
         from auralm.errors import ConfigError
@@ -55,6 +64,8 @@ class DemoConfig(Config):
             raise ConfigError(f"test_frac must be in (0, 1), got {self.test_frac}")
         if self.long_max_seconds <= 1:
             raise ConfigError(f"long_max_seconds must exceed 1, got {self.long_max_seconds}")
+        if self.stage1_steps < 1 or self.stage2_steps < 0 or (self.stage2_steps and self.lora_r < 1):
+            raise ConfigError("need stage1_steps >= 1, stage2_steps >= 0, and lora_r >= 1 when stage2_steps > 0")
 
 
 def _log(msg: str) -> None:
@@ -85,7 +96,8 @@ def _srt_time(seconds: float) -> str:
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
 
-def run(cfg: DemoConfig) -> dict:
+def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
+    """Steps 1-4: corpus, prepare check, long-recording chunking, embedding cache."""
     from auralm.data.audio import load_audio
     from auralm.data.chunk import ChunkConfig
     from auralm.data.chunk import run as chunk_run
@@ -97,13 +109,7 @@ def run(cfg: DemoConfig) -> dict:
     from auralm.evaluation import cer, wer
     from auralm.evaluation.whisper_baseline import WhisperBaseline
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    metrics: dict = {"config": cfg.to_dict()}
-    t0 = time.perf_counter()
-
-    _log(f"1/5 synthesising {cfg.n_clips} clips into {out / 'corpus'}")
+    _log(f"1/7 synthesising {cfg.n_clips} clips into {out / 'corpus'}")
     manifest = synth_speech(
         SynthConfig(out=str(out / "corpus"), n=cfg.n_clips, seed=cfg.seed, test_frac=cfg.test_frac,
                     valid_frac=cfg.valid_frac, jobs=cfg.jobs)
@@ -117,29 +123,32 @@ def run(cfg: DemoConfig) -> dict:
                          "test_sentences_also_in_train": leaked}
     _log(f"   {len(rows)} clips, splits {splits}, {leaked} test sentences also in train")
 
-    _log("2/5 checking the corpus folder with `auralm prepare`")
+    _log("2/7 checking the corpus folder with `auralm prepare`")
     report = prepare(out / "corpus" / "wavs", None, out / "prepared.jsonl")
     metrics["prepare"] = {"pairs": len(report.rows), "problems": len(report.problems)}
 
-    _log("3/5 joining the test clips into one long recording and chunking it at sentence boundaries")
+    _log("3/7 joining test clips into one long recording and chunking it at sentence boundaries")
     long_dir = out / "long"
     long_dir.mkdir(exist_ok=True)
-    wav_path, srt_path, long_text = _make_long_recording(test_rows, long_dir)
-    chunk_cfg = ChunkConfig(out=str(long_dir / "chunks.jsonl"), audio=str(wav_path), timings=str(srt_path),
-                            id="long", max_seconds=cfg.long_max_seconds)
-    chunk_run(chunk_cfg)
+    wav_path, srt_path, long_text = _make_long_recording(test_rows[:40], long_dir)
+    chunk_run(ChunkConfig(out=str(long_dir / "chunks.jsonl"), audio=str(wav_path), timings=str(srt_path),
+                          id="long", max_seconds=cfg.long_max_seconds))
     chunks = read_manifest(long_dir / "chunks.jsonl")
     joined = " ".join(c.text or "" for c in chunks)
+    if joined.split() != long_text.split():
+        raise AuralmError("chunking lost or repeated words of the long recording")
+    chunk_wavs = [load_audio(c.audio_path(), 16000, start=c.start, end=c.end)[0] for c in chunks]
+    refs = [c.text or "" for c in chunks]
+    hyps = WhisperBaseline("whisper-tiny.en").transcribe(chunk_wavs, desc="whisper (long chunks)")
     metrics["chunk"] = {
         "long_recording_seconds": round(sum(c.duration or 0 for c in chunks), 1),
         "chunks": len(chunks),
         "longest_chunk_seconds": round(max((c.end or 0) - (c.start or 0) for c in chunks), 2),
-        "text_exact": joined.split() == long_text.split(),
+        "text_exact": True,
+        "whisper_wer": wer(refs, hyps), "whisper_cer": cer(refs, hyps),
     }
-    if not metrics["chunk"]["text_exact"]:
-        raise AuralmError("chunking lost or repeated words of the long recording")
 
-    _log(f"4/5 caching {cfg.encoder} embeddings")
+    _log(f"4/7 caching {cfg.encoder} embeddings")
     encoder = build_audio_encoder(cfg.encoder)
     first = embed_manifest(manifest, encoder, out / "embeddings")
     second = embed_manifest(manifest, encoder, out / "embeddings")
@@ -150,48 +159,130 @@ def run(cfg: DemoConfig) -> dict:
     }
     _log(f"   real-time factor {first.real_time_factor:.4f} ({first.encoded} clips); "
          f"second run encoded {second.encoded}, skipped {second.skipped}")
+    return manifest, test_rows
 
-    eval_rows = test_rows[: cfg.max_eval_clips] if cfg.max_eval_clips else test_rows
-    _log(f"5/5 Whisper baseline on {len(eval_rows)} held-out clips and {len(chunks)} long-recording chunks")
-    clips = [load_audio(r.audio_path(), 16000)[0] for r in eval_rows]
-    whisper = WhisperBaseline("whisper-tiny.en")
-    hyps = whisper.transcribe(clips, desc="whisper (clips)")
-    chunk_wavs = [load_audio(c.audio_path(), 16000, start=c.start, end=c.end)[0] for c in chunks]
-    chunk_hyps = whisper.transcribe(chunk_wavs, desc="whisper (chunks)")
-    refs, chunk_refs = [r.text or "" for r in eval_rows], [c.text or "" for c in chunks]
-    metrics["whisper_baseline"] = {
-        "model": "whisper-tiny.en",
-        "clips": {"n": len(eval_rows), "wer": wer(refs, hyps), "cer": cer(refs, hyps)},
-        "long_chunks": {"n": len(chunks), "wer": wer(chunk_refs, chunk_hyps), "cer": cer(chunk_refs, chunk_hyps)},
-        "clips_by_engine": _wer_by(eval_rows, refs, hyps, lambda r: r.meta.get("engine", "?")),
-        "hypotheses": {r.id: h for r, h in zip(eval_rows, hyps)},
-    }
+
+def _train_stage(cfg: DemoConfig, out: Path, manifest: Path, stage: int, init_from: str = "") -> Path:
+    from auralm.training import config_from_preset, train
+
+    steps, minutes = (cfg.stage1_steps, cfg.stage1_minutes) if stage == 1 else (cfg.stage2_steps, cfg.stage2_minutes)
+    overrides = [f"out={out / f'stage{stage}'}", f"data.manifest={manifest}", f"data.cache_dir={out / 'embeddings'}",
+                 f"model.encoder={cfg.encoder}", f"optim.max_steps={steps}", f"optim.max_minutes={minutes}",
+                 f"stage={stage}", f"model.lora.r={cfg.lora_r if stage == 2 else 0}", *cfg.train_overrides]
+    if init_from:
+        overrides.append(f"init_from={init_from}")
+    train_cfg = config_from_preset(cfg.train_preset, overrides)
+    _log(f"{4 + stage}/7 stage {stage}: {steps} steps (cap {minutes} min) -> {out / f'stage{stage}'}")
+    return train(train_cfg)
+
+
+def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the train extra is not installed
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    offset = 0
+    for name, path in logs:
+        if not path.is_file():
+            continue
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for key, style in (("train/lm_loss", "-"), ("train/ctc_loss", "--"), ("valid/loss", "o-")):
+            pts = [(r["step"] + offset, r[key]) for r in recs if key in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=f"{name} {key}")
+        offset += max((r.get("step", 0) for r in recs), default=0)
+    ax.set_xlabel("optimizer step (stage 2 continues after stage 1)")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = out / "loss_curves.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _report(out: Path, metrics: dict) -> None:
+    ev, base = metrics["eval"], metrics["embed"]
+    lines = [
+        "# auralm demo report", "",
+        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s), splits "
+        f"{metrics['corpus']['splits']}; {metrics['corpus']['test_sentences_also_in_train']} test sentences also in train.",
+        f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']}.", "",
+        f"| on {ev['n']} held-out clips | WER | CER |", "|---|---|---|",
+        f"| this model (greedy) | {ev['wer']:.3f} | {ev['cer']:.3f} |",
+        f"| same, audio of another row | {ev['wer_shuffled_audio']:.3f} | {ev['cer_shuffled_audio']:.3f} |",
+    ]
+    if ev.get("whisper_wer") is not None:
+        lines.append(f"| Whisper tiny.en's own decoder | {ev['whisper_wer']:.3f} | {ev['whisper_cer']:.3f} |")
+    if metrics.get("ctc_wer") is not None:
+        lines.append(f"| the projector's own CTC decoding | {metrics['ctc_wer']:.3f} | - |")
+    lines += ["", f"Training: stage 1 {metrics['stages']['stage1']}, stage 2 {metrics['stages'].get('stage2')}.",
+              "", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def run(cfg: DemoConfig) -> dict:
+    from auralm.evaluation.cli import evaluate
+    from auralm.inference import load_checkpoint
+    from auralm.io import atomic_dir
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    metrics: dict = {"config": cfg.to_dict()}
+    t0 = time.perf_counter()
+    manifest, test_rows = _data_steps(cfg, out, metrics)
+
+    ckpt = _train_stage(cfg, out, manifest, 1)
+    stages = {"stage1": {"checkpoint": str(ckpt), "minutes": round((time.perf_counter() - t0) / 60, 1)}}
+    if cfg.stage2_steps:
+        ckpt = _train_stage(cfg, out, manifest, 2, init_from=str(ckpt))
+        stages["stage2"] = {"checkpoint": str(ckpt), "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    metrics["stages"] = stages
+    with atomic_dir(out / "checkpoint") as tmp:
+        shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
+
+    _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
+    model = load_checkpoint(out / "checkpoint")
+    limit = cfg.max_eval_clips or None
+    metrics["eval"] = evaluate(model, manifest, split="test", limit=limit)
+    if model.config.ctc_weight > 0:
+        from auralm.data.audio import load_audio
+        from auralm.evaluation import wer
+
+        rows = test_rows[:limit] if limit else test_rows
+        hyps = []
+        for i in range(0, len(rows), 16):
+            wavs = [load_audio(r.audio_path(), 16000)[0] for r in rows[i : i + 16]]
+            hyps += model.ctc_greedy_decode({"wavs": wavs})
+        metrics["ctc_wer"] = wer([r.text or "" for r in rows], hyps)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    _plot(out, [("stage1", out / "stage1" / "train_log.jsonl"), ("stage2", out / "stage2" / "train_log.jsonl")])
     atomic_write_json(out / "metrics.json", metrics)
-    wb = metrics["whisper_baseline"]
-    _log(f"done in {metrics['seconds']} s: Whisper tiny.en WER {wb['clips']['wer']:.3f} on {len(eval_rows)} held-out clips, "
-         f"{wb['long_chunks']['wer']:.3f} on the long-recording chunks; wrote {out / 'metrics.json'}")
+    _report(out, metrics)
+    ev = metrics["eval"]
+    _log(f"done in {metrics['seconds']} s: held-out WER {ev['wer']:.3f} (shuffled audio {ev['wer_shuffled_audio']:.3f}, "
+         f"Whisper tiny.en {ev.get('whisper_wer')}) on {ev['n']} clips; wrote {out / 'metrics.json'} and report.md")
     return metrics
-
-
-def _wer_by(rows, refs, hyps, key) -> dict:
-    from auralm.evaluation import wer
-
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(key(row), []).append(i)
-    return {g: {"n": len(ix), "wer": wer([refs[i] for i in ix], [hyps[i] for i in ix])} for g, ix in sorted(groups.items())}
 
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auralm demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", help="preset name or YAML file (default: demo)")
     parser.add_argument("--out", help="output folder (default: runs/demo)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_clips=60")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_clips=600 stage1_minutes=5")
     args = parser.parse_args(argv)
     cfg = DemoConfig.from_dict(load_preset(args.preset))
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     cfg = apply_overrides(cfg, overrides)
     metrics = run(cfg)
-    print(json.dumps({k: metrics[k] for k in ("corpus", "chunk", "seconds")}, indent=2))
+    ev = metrics["eval"]
+    print(json.dumps({k: ev.get(k) for k in ("n", "wer", "cer", "wer_shuffled_audio", "whisper_wer")} |
+                     {"ctc_wer": metrics.get("ctc_wer"), "seconds": metrics["seconds"]}, indent=2))
     return 0

@@ -223,12 +223,17 @@ class AudioLM(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``); losses are means over answer tokens."""
         x = self.build_inputs(batch, answers=True, left_pad=False)
+        # token t is predicted at position t-1: only positions followed by an answer token need logits,
+        # so the LM head (V = 49k for SmolLM2) runs on those columns alone
+        targets = x["labels"][:, 1:]  # B, L-1
+        keep = (targets != -100).any(0).nonzero().squeeze(1)  # K columns with at least one answer token
         with self.audio_context(x["audio"], x["audio_lengths"]):
-            logits = self.lm(inputs_embeds=x["embeds"], attention_mask=x["mask"], use_cache=False).logits  # B, L, V
-        targets = x["labels"][:, 1:]  # B, L-1: token t is predicted at position t-1
+            logits = self.lm(inputs_embeds=x["embeds"], attention_mask=x["mask"], use_cache=False,
+                             logits_to_keep=keep).logits  # B, K, V
+        targets = targets[:, keep]  # B, K
         n_tokens = (targets != -100).sum()
         lm_loss = F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
         ) / n_tokens.clamp(min=1)
         out = {"lm_loss": lm_loss, "n_tokens": n_tokens, "loss": lm_loss}
         if self.config.ctc_weight > 0:
