@@ -168,3 +168,61 @@ def test_loss_on_answer_columns_equals_full_logits_loss(lm, kind):
     ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), t.reshape(-1), ignore_index=-100,
                           reduction="sum") / (t != -100).sum()
     assert torch.allclose(out["lm_loss"], ref, atol=1e-5)
+
+
+def _soft_model(**kw):
+    from auralm.connectors import ConnectorConfig
+    from auralm.model import AudioLM, HearConfig
+
+    torch.manual_seed(0)
+    return AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama", connector=ConnectorConfig(kind="prefix"),
+                              ctc_weight=1.0, feed="ctc_soft", **kw))
+
+
+def test_ctc_compress_drops_blanks_merges_runs_and_mixes_embeddings(monkeypatch):
+    m = _soft_model(soft_top_k=2)
+    V, blank = m.vocab_size, m.vocab_size
+    E = m.lm.get_input_embeddings().weight
+    # frames: a a blank b | b b  (clip 2 has length 2 of 4)
+    best = [[5, 5, blank, 7], [9, 9, blank, blank]]
+    logp = torch.full((2, 4, V + 1), -30.0)
+    for b, row in enumerate(best):
+        for t, c in enumerate(row):
+            logp[b, t, c] = 0.0
+    logp[0, 0, 6] = -1.0  # a second, less likely token in the first frame of run "a"
+    monkeypatch.setattr(m, "ctc_log_probs", lambda audio: logp)
+    out, lengths = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
+    assert lengths.tolist() == [2, 1]
+    # run "a": mean posterior over its two frames of tokens 5 and 6, top-2, renormalised
+    p5, p6 = 1.0, (torch.tensor(-1.0).exp().item()) / 2
+    w5, w6 = p5 / (p5 + p6), p6 / (p5 + p6)
+    assert torch.allclose(out[0, 0], w5 * E[5] + w6 * E[6], atol=1e-5)
+    assert torch.allclose(out[0, 1], E[7], atol=1e-4)
+    assert torch.allclose(out[1, 0], E[9], atol=1e-4) and torch.equal(out[1, 1], torch.zeros(m.lm_dim))
+
+
+def test_ctc_soft_trains_the_projector_through_the_lm_loss():
+    m = _soft_model()
+    batch = {"wavs": [np.random.RandomState(0).randn(16000).astype("float32")], "texts": ["hello world"]}
+    out = m(batch)
+    out["lm_loss"].backward()  # the LM loss alone must reach the projector through the mixture weights
+    grads = [p.grad for p in m.connector.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert m.generate({"wavs": batch["wavs"]}) is not None
+
+
+def test_lm_weight_zero_trains_ctc_without_running_the_lm(monkeypatch):
+    m = _soft_model(lm_weight=0.0)
+    monkeypatch.setattr(m.lm, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("LM was run")))
+    out = m({"wavs": [np.zeros(16000, dtype="float32") + 0.1], "texts": ["hello world"]})
+    assert torch.equal(out["loss"], out["ctc_loss"]) and int(out["n_tokens"]) > 0
+
+
+def test_ctc_soft_needs_a_ctc_head():
+    from auralm.errors import ConfigError
+    from auralm.model import HearConfig
+
+    with pytest.raises(ConfigError, match="ctc_soft"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", feed="ctc_soft")
+    with pytest.raises(ConfigError, match="lm_weight = 0"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", lm_weight=0.0)

@@ -54,6 +54,8 @@ class DemoConfig(Config):
     stage2_minutes: float = help_field(10.0, "time cap of stage 2")
     lora_r: int = help_field(8, "LoRA rank in stage 2")
     train_overrides: list = help_field([], "extra key=value overrides for both stages (e.g. optim.lr=5e-4)")
+    stage1_overrides: list = help_field([], "key=value overrides for stage 1 only (e.g. model.lm_weight=0: CTC warm-up)")
+    stage2_overrides: list = help_field([], "key=value overrides for stage 2 only (e.g. model.feed=ctc_soft)")
 
     def validate(self) -> None:
         from auralm.errors import ConfigError
@@ -168,7 +170,8 @@ def _train_stage(cfg: DemoConfig, out: Path, manifest: Path, stage: int, init_fr
     steps, minutes = (cfg.stage1_steps, cfg.stage1_minutes) if stage == 1 else (cfg.stage2_steps, cfg.stage2_minutes)
     overrides = [f"out={out / f'stage{stage}'}", f"data.manifest={manifest}", f"data.cache_dir={out / 'embeddings'}",
                  f"model.encoder={cfg.encoder}", f"optim.max_steps={steps}", f"optim.max_minutes={minutes}",
-                 f"stage={stage}", f"model.lora.r={cfg.lora_r if stage == 2 else 0}", *cfg.train_overrides]
+                 f"stage={stage}", f"model.lora.r={cfg.lora_r if stage == 2 else 0}", *cfg.train_overrides,
+                 *(cfg.stage1_overrides if stage == 1 else cfg.stage2_overrides)]
     if init_from:
         overrides.append(f"init_from={init_from}")
     train_cfg = config_from_preset(cfg.train_preset, overrides)

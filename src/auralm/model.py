@@ -30,6 +30,7 @@ from auralm.errors import AudioError, AuralmError, ConfigError
 from auralm.lm import add_audio_token, build_example, decoder_layers, end_token_id, load_lm, text_ids
 
 TRAINABLE_PREFIXES = ("connector.", "ctc_blank.")
+FEEDS = ("raw", "ctc_soft")
 
 
 class CheckpointMismatchError(AuralmError):
@@ -60,12 +61,24 @@ class HearConfig(Config):
     lm: str = help_field("smollm2-135m-instruct", "causal LM: hub name, or tiny-gpt2 / tiny-llama (random, for tests)")
     connector: ConnectorConfig = dataclasses.field(default_factory=ConnectorConfig, metadata={"help": "connector settings"})
     ctc_weight: float = help_field(0.0, "weight of the auxiliary CTC loss on the projector outputs (0 = off)")
+    lm_weight: float = help_field(1.0, "weight of the LM loss; 0 trains the projector on CTC alone and skips the LM (fast warm-up)")
+    feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
+                                  "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
+    soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA settings (stage 2)"})
 
     def validate(self) -> None:
-        if self.ctc_weight < 0:
-            raise ConfigError(f"ctc_weight must be >= 0, got {self.ctc_weight}")
+        if self.ctc_weight < 0 or self.lm_weight < 0:
+            raise ConfigError(f"ctc_weight and lm_weight must be >= 0, got {self.ctc_weight}, {self.lm_weight}")
+        if self.lm_weight == 0 and self.ctc_weight == 0:
+            raise ConfigError("lm_weight = 0 trains on CTC alone: set ctc_weight > 0")
+        if self.feed not in FEEDS:
+            raise ConfigError(f"feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
+        if self.feed == "ctc_soft" and (self.ctc_weight == 0 or self.connector.kind != "prefix"):
+            raise ConfigError("feed=ctc_soft needs the prefix connector and its CTC head (ctc_weight > 0)")
+        if self.soft_top_k < 1:
+            raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
 
 
 def _pad(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
@@ -206,7 +219,8 @@ class AudioLM(nn.Module):
             raise ConfigError("training needs batch['texts'] (the answers)")
         if len(prompts) != B or (texts is not None and len(texts) != B):
             raise ConfigError(f"{B} audio clips but {len(prompts)} prompts and {len(texts or [])} texts")
-        n_audio = audio_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
+        lm_audio, lm_lengths = self.ctc_compress(audio, audio_lengths) if self.config.feed == "ctc_soft" else (audio, audio_lengths)
+        n_audio = lm_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
         examples = [
             build_example(self.tokenizer, p, n, texts[i] if texts is not None else None) for i, (p, n) in enumerate(zip(prompts, n_audio))
         ]
@@ -216,12 +230,17 @@ class AudioLM(nn.Module):
         lookup = ids.masked_fill((ids == self.audio_token_id) | (ids >= self.vocab_size), self.pad_token_id)
         embeds = self.lm.get_input_embeddings()(lookup)  # B, L, H
         if self.config.connector.kind == "prefix":
-            embeds = splice_audio(embeds, ids, audio, audio_lengths, self.audio_token_id)  # B, L, H
+            embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
         return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths}
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``); losses are means over answer tokens."""
+        if self.config.lm_weight == 0:  # CTC warm-up: the LM is not run at all
+            audio, audio_lengths = self._audio(batch)
+            ctc = self.ctc_loss(audio, audio_lengths, batch["texts"])
+            n = torch.tensor(sum(len(text_ids(self.tokenizer, t)) for t in batch["texts"]))
+            return {"loss": self.config.ctc_weight * ctc, "ctc_loss": ctc, "n_tokens": n}
         x = self.build_inputs(batch, answers=True, left_pad=False)
         # token t is predicted at position t-1: only positions followed by an answer token need logits,
         # so the LM head (V = 49k for SmolLM2) runs on those columns alone
@@ -235,10 +254,10 @@ class AudioLM(nn.Module):
         lm_loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
         ) / n_tokens.clamp(min=1)
-        out = {"lm_loss": lm_loss, "n_tokens": n_tokens, "loss": lm_loss}
+        out = {"lm_loss": lm_loss, "n_tokens": n_tokens, "loss": self.config.lm_weight * lm_loss}
         if self.config.ctc_weight > 0:
             out["ctc_loss"] = self.ctc_loss(x["audio"], x["audio_lengths"], batch["texts"])
-            out["loss"] = lm_loss + self.config.ctc_weight * out["ctc_loss"]
+            out["loss"] = out["loss"] + self.config.ctc_weight * out["ctc_loss"]
         return out
 
     # -- the CTC auxiliary head -------------------------------------------------------------------
@@ -257,6 +276,41 @@ class AudioLM(nn.Module):
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=audio.device)
         log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, V+1
         return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=self.vocab_size, zero_infinity=True)
+
+    def ctc_compress(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T', H)`` -> ``(B, N, H)`` + lengths: CTC-compressed frames as soft LM token embeddings.
+
+        Frames whose best CTC class is the blank are dropped and runs of one class are merged (the CTC
+        compressor of Speech-LLaMA); each remaining run becomes the mixture of the LM's input embeddings
+        of its ``soft_top_k`` most likely tokens, weighted by the run's mean posterior. The LM thus reads
+        vectors from its own embedding space, and the LM loss still trains the projector through the
+        weights. A clip with no non-blank frame keeps its least blank frame.
+        """
+        logp = self.ctc_log_probs(audio)  # B, T', V+1 (blank last)
+        E = self.lm.get_input_embeddings().weight  # V, H
+        blank = self.vocab_size
+        best = logp.argmax(-1)  # B, T'
+        out = []
+        for b, n in enumerate(lengths.tolist()):
+            seq = best[b, :n]  # n
+            starts = torch.ones_like(seq, dtype=torch.bool)
+            starts[1:] = seq[1:] != seq[:-1]
+            run = torch.cumsum(starts, 0) - 1  # n: run index of every frame
+            keep = seq != blank
+            if not keep.any():
+                keep = torch.zeros_like(keep)
+                keep[logp[b, :n, blank].argmin()] = True
+            runs, inverse = torch.unique(run[keep], return_inverse=True)  # G runs kept
+            probs = logp[b, :n][keep, :blank].exp()  # F, V (kept frames, blank excluded)
+            mean = torch.zeros(len(runs), blank, dtype=probs.dtype, device=probs.device).index_add_(0, inverse, probs)
+            weights, idx = mean.topk(min(self.config.soft_top_k, blank), dim=-1)  # G, k
+            weights = weights / weights.sum(-1, keepdim=True)
+            out.append(torch.einsum("gk,gkh->gh", weights.to(E.dtype), E[idx]).to(audio.dtype))  # G, H
+        new_lengths = torch.tensor([len(o) for o in out], device=audio.device)
+        padded = audio.new_zeros(len(out), int(new_lengths.max()), audio.shape[-1])  # B, N, H
+        for b, o in enumerate(out):
+            padded[b, : len(o)] = o
+        return padded, new_lengths
 
     @torch.no_grad()
     def ctc_greedy_decode(self, batch: dict[str, Any]) -> list[str]:
