@@ -25,6 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("auralm.inference.cli:generate_cli", "S1: transcribe / answer about one audio file"),
     "eval": ("auralm.evaluation.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
     "demo": ("auralm.demo:cli", "run the main job end to end on the embedded default"),
+    "sound train-tokenizer": ("auralm.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
+    "sound train-vocoder": ("auralm.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),
+    "sound train-gpt": ("auralm.sound.cli:train_gpt_cli", "S5: train the token GPT (class-conditioned or VAE)"),
+    "sound generate": ("auralm.sound.cli:generate_cli", "S5: generate sounds for a label"),
+    "sound interpolate": ("auralm.sound.cli:interpolate_cli", "S5: interpolate two sounds through the GPT-VAE latent"),
+    "sound eval": ("auralm.sound.cli:eval_cli", "S5: judge generated sounds (Whisper accuracy, FAD-style distance)"),
+    "sound demo": ("auralm.sound.cli:demo_cli", "S5: the whole sound chain on the embedded default"),
 }
 
 
