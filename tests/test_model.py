@@ -69,7 +69,7 @@ def test_bfloat16_autocast_forward_backward():
 
 def test_ctc_head_loss_and_greedy_decode():
     model = tiny(ctc_weight=1.0, conn={"stack": 2})  # 6 and 4 frames for 3 and 4 target tokens
-    assert {k for k in model.trainable_state_dict() if not k.startswith("connector.")} == {"ctc_blank.weight", "ctc_blank.bias"}
+    assert {k for k in model.trainable_state_dict() if not k.startswith("connector.")} == {"ctc_blank.weight", "ctc_blank.bias", "ctc_vocab"}
     b = batch()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     first = None
@@ -226,3 +226,21 @@ def test_ctc_soft_needs_a_ctc_head():
         HearConfig(encoder="conv-tiny", lm="tiny-llama", feed="ctc_soft")
     with pytest.raises(ConfigError, match="lm_weight = 0"):
         HearConfig(encoder="conv-tiny", lm="tiny-llama", lm_weight=0.0)
+
+
+def test_ctc_vocab_train_is_a_shortlist_saved_with_the_weights():
+    m = _soft_model(ctc_vocab="train")
+    with pytest.raises(AuralmError, match="no vocabulary"):
+        m.ctc_log_probs(torch.zeros(1, 2, m.lm_dim))
+    texts = ["hello world", "world peace"]
+    m.set_ctc_vocab(texts)
+    ids = sorted({i for t in texts for i in m.tokenizer(" " + t, add_special_tokens=False).input_ids})
+    assert m.ctc_vocab.tolist() == ids
+    assert m.ctc_log_probs(torch.zeros(1, 3, m.lm_dim)).shape == (1, 3, len(ids) + 1)
+    wav = [np.random.RandomState(1).randn(16000).astype("float32")]
+    assert torch.isfinite(m({"wavs": wav, "texts": ["hello world"]})["ctc_loss"])
+    state = m.trainable_state_dict()
+    fresh = _soft_model(ctc_vocab="train")
+    fresh.load_trainable_state_dict(state)  # the vocabulary (any size) comes with the weights
+    assert torch.equal(fresh.ctc_vocab, m.ctc_vocab)
+    assert fresh.ctc_greedy_decode({"wavs": wav}) == m.ctc_greedy_decode({"wavs": wav})

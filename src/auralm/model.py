@@ -65,6 +65,8 @@ class HearConfig(Config):
     feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
                                   "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
+    ctc_vocab: str = help_field("all", "CTC output classes: all (the LM's whole vocabulary) or train (the tokens of the "
+                                       "training transcripts: much faster with a large vocabulary; saved in the checkpoint)")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA settings (stage 2)"})
 
@@ -77,6 +79,8 @@ class HearConfig(Config):
             raise ConfigError(f"feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
         if self.feed == "ctc_soft" and (self.ctc_weight == 0 or self.connector.kind != "prefix"):
             raise ConfigError("feed=ctc_soft needs the prefix connector and its CTC head (ctc_weight > 0)")
+        if self.ctc_vocab not in ("all", "train"):
+            raise ConfigError(f"ctc_vocab must be all or train, got {self.ctc_vocab!r}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
 
@@ -114,6 +118,9 @@ class AudioLM(nn.Module):
             self.ctc_blank = nn.Linear(self.lm_dim, 1)
             nn.init.zeros_(self.ctc_blank.weight)
             nn.init.zeros_(self.ctc_blank.bias)
+            # the LM token ids that are CTC classes (sorted); the blank is one more class after them
+            vocab = torch.arange(self.vocab_size) if cfg.ctc_vocab == "all" else torch.empty(0, dtype=torch.long)
+            self.register_buffer("ctc_vocab", vocab)
         self.has_lora = False
         if cfg.lora.r > 0:
             self.add_lora(cfg.lora)
@@ -163,10 +170,24 @@ class AudioLM(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained weights only: connector (+ CTC blank) (+ LoRA), detached copies."""
-        return {k: v.detach().clone() for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+        state = {k: v.detach().clone() for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+        if hasattr(self, "ctc_vocab"):  # not trained, but part of what the CTC head means
+            state["ctc_vocab"] = self.ctc_vocab.detach().clone()
+        return state
+
+    def set_ctc_vocab(self, texts: list[str]) -> None:
+        """``ctc_vocab: train``: make the tokens of ``texts`` (mid-sentence tokenisation) the CTC classes."""
+        ids = sorted({i for t in texts for i in text_ids(self.tokenizer, t)})
+        if not ids:
+            raise ConfigError("no tokens in the training transcripts for the CTC vocabulary")
+        self.ctc_vocab = torch.tensor(ids, dtype=torch.long, device=self.device)
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load what :meth:`trainable_state_dict` saved; clear errors for weights of another shape."""
+        state = dict(state)
+        vocab = state.pop("ctc_vocab", None)
+        if vocab is not None and hasattr(self, "ctc_vocab"):
+            self.ctc_vocab = vocab.to(self.device, torch.long)
         own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
         for key, value in state.items():
             if key in own and tuple(value.shape) != tuple(own[key].shape):
@@ -265,17 +286,25 @@ class AudioLM(nn.Module):
         """``(B, T', H)`` -> ``(B, T', V + 1)`` log-probs: ``audio @ E^T`` (frozen) and the learned blank (last)."""
         if not hasattr(self, "ctc_blank"):
             raise ConfigError("this model has no CTC head (ctc_weight is 0)")
-        E = self.lm.get_input_embeddings().weight  # V, H
-        logits = torch.cat([F.linear(audio, E.to(audio.dtype)), self.ctc_blank(audio).to(audio.dtype)], -1)  # B, T', V+1
+        if self.ctc_vocab.numel() == 0:
+            raise ConfigError("ctc_vocab=train, but no vocabulary was set (set_ctc_vocab) or loaded from a checkpoint")
+        E = self.lm.get_input_embeddings().weight[self.ctc_vocab]  # K, H (K = V with ctc_vocab=all)
+        logits = torch.cat([F.linear(audio, E.to(audio.dtype)), self.ctc_blank(audio).to(audio.dtype)], -1)  # B, T', K+1
         return logits.float().log_softmax(-1)
 
     def ctc_loss(self, audio: torch.Tensor, audio_lengths: torch.Tensor, texts: list[str]) -> torch.Tensor:
         """CTC of the projected audio against each transcript's mid-sentence LM token ids (blank = V)."""
-        targets = [text_ids(self.tokenizer, t) for t in texts]
-        flat = torch.tensor([i for t in targets for i in t], dtype=torch.long, device=audio.device)
+        targets = [self._ctc_classes(text_ids(self.tokenizer, t)) for t in texts]
+        flat = torch.cat(targets).to(audio.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=audio.device)
-        log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, V+1
-        return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=self.vocab_size, zero_infinity=True)
+        log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, K+1
+        return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=len(self.ctc_vocab), zero_infinity=True)
+
+    def _ctc_classes(self, ids: list[int]) -> torch.Tensor:
+        """LM token ids -> CTC class indices (tokens outside the CTC vocabulary are dropped)."""
+        ids_t = torch.tensor(ids, dtype=torch.long, device=self.ctc_vocab.device)
+        pos = torch.searchsorted(self.ctc_vocab, ids_t).clamp(max=max(len(self.ctc_vocab) - 1, 0))
+        return pos[self.ctc_vocab[pos] == ids_t]
 
     def ctc_compress(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T', H)`` -> ``(B, N, H)`` + lengths: CTC-compressed frames as soft LM token embeddings.
@@ -286,9 +315,9 @@ class AudioLM(nn.Module):
         vectors from its own embedding space, and the LM loss still trains the projector through the
         weights. A clip with no non-blank frame keeps its least blank frame.
         """
-        logp = self.ctc_log_probs(audio)  # B, T', V+1 (blank last)
+        logp = self.ctc_log_probs(audio)  # B, T', K+1 (blank last)
         E = self.lm.get_input_embeddings().weight  # V, H
-        blank = self.vocab_size
+        blank = len(self.ctc_vocab)
         best = logp.argmax(-1)  # B, T'
         out = []
         for b, n in enumerate(lengths.tolist()):
@@ -305,7 +334,7 @@ class AudioLM(nn.Module):
             mean = torch.zeros(len(runs), blank, dtype=probs.dtype, device=probs.device).index_add_(0, inverse, probs)
             weights, idx = mean.topk(min(self.config.soft_top_k, blank), dim=-1)  # G, k
             weights = weights / weights.sum(-1, keepdim=True)
-            out.append(torch.einsum("gk,gkh->gh", weights.to(E.dtype), E[idx]).to(audio.dtype))  # G, H
+            out.append(torch.einsum("gk,gkh->gh", weights.to(E.dtype), E[self.ctc_vocab[idx]]).to(audio.dtype))  # G, H
         new_lengths = torch.tensor([len(o) for o in out], device=audio.device)
         padded = audio.new_zeros(len(out), int(new_lengths.max()), audio.shape[-1])  # B, N, H
         for b, o in enumerate(out):
@@ -317,9 +346,10 @@ class AudioLM(nn.Module):
         """The projector's own transcription: argmax per frame, collapse repeats, drop blanks, detokenise."""
         audio, lengths = self._audio(batch)
         best = self.ctc_log_probs(audio).argmax(-1).tolist()  # B, T'
+        vocab, blank = self.ctc_vocab.tolist(), len(self.ctc_vocab)
         out = []
         for row, n in zip(best, lengths.tolist()):
-            ids = [t for j, t in enumerate(row[:n]) if (j == 0 or t != row[j - 1]) and t != self.vocab_size]
+            ids = [vocab[t] for j, t in enumerate(row[:n]) if (j == 0 or t != row[j - 1]) and t != blank]
             out.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
         return out
 

@@ -108,6 +108,13 @@ def _start(cfg: TrainConfig, accelerator: Any) -> None:
     accelerator.wait_for_everyone()
 
 
+def _ctc_vocab(model: Any, train_set: Any, log: Callable[[str], None]) -> None:
+    """``ctc_vocab: train``: the CTC classes are the training transcripts' tokens, unless already loaded."""
+    if getattr(model.config, "ctc_weight", 0) > 0 and model.config.ctc_vocab == "train" and model.ctc_vocab.numel() == 0:
+        model.set_ctc_vocab([r.text or "" for r in train_set.rows])
+        log(f"CTC vocabulary: {len(model.ctc_vocab)} tokens of the training transcripts")
+
+
 def train_stage1(cfg: TrainConfig) -> Path:
     """Stage 1: train the connector (+ CTC blank) with the encoder and the LM frozen."""
     from accelerate.utils import set_seed
@@ -122,6 +129,7 @@ def train_stage1(cfg: TrainConfig) -> Path:
     if cfg.init_from:
         load_trainable(model, cfg.init_from)
     train_set, valid_set = load_data(cfg, model, log)
+    _ctc_vocab(model, train_set, log)
     _start(cfg, accelerator)
     set_seed(cfg.optim.seed + accelerator.process_index)  # dropout streams differ per process
     if resume_from is not None:
@@ -147,6 +155,7 @@ def train_stage2(cfg: TrainConfig) -> Path:
         log("stage 2 without init_from: the connector starts from random weights")
     model.add_lora(cfg.model.lora)  # LoRA on the LM; only connector + LoRA weights train
     train_set, valid_set = load_data(cfg, model, log)
+    _ctc_vocab(model, train_set, log)
     _start(cfg, accelerator)
     set_seed(cfg.optim.seed + accelerator.process_index)
     if resume_from is not None:
