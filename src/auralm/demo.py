@@ -216,7 +216,8 @@ def _report(out: Path, metrics: dict) -> None:
         "# auralm demo report", "",
         f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s), splits "
         f"{metrics['corpus']['splits']}; {metrics['corpus']['test_sentences_also_in_train']} test sentences also in train.",
-        f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']}.", "",
+        (f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']} ({base['encoded']} clips encoded)."
+         if base["encoded"] else f"Encoder cache: every clip was already cached for {base['encoder']}."), "",
         f"| on {ev['n']} held-out clips | WER | CER |", "|---|---|---|",
         f"| this model (greedy) | {ev['wer']:.3f} | {ev['cer']:.3f} |",
         f"| same, audio of another row | {ev['wer_shuffled_audio']:.3f} | {ev['cer_shuffled_audio']:.3f} |",
@@ -243,10 +244,10 @@ def run(cfg: DemoConfig) -> dict:
     manifest, test_rows = _data_steps(cfg, out, metrics)
 
     ckpt = _train_stage(cfg, out, manifest, 1)
-    stages = {"stage1": {"checkpoint": str(ckpt), "minutes": round((time.perf_counter() - t0) / 60, 1)}}
+    stages = {"stage1": {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}}
     if cfg.stage2_steps:
         ckpt = _train_stage(cfg, out, manifest, 2, init_from=str(ckpt))
-        stages["stage2"] = {"checkpoint": str(ckpt), "minutes": round((time.perf_counter() - t0) / 60, 1)}
+        stages["stage2"] = {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}
     metrics["stages"] = stages
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
