@@ -35,6 +35,37 @@ def test_stack_projector_shapes_and_padding_never_leaks():
     assert isinstance(StackProjector(8, 16, 2, "linear").net, torch.nn.Linear)
 
 
+def test_adapter_layers_attend_within_the_valid_frames_only():
+    torch.manual_seed(0)
+    proj = StackProjector(8, 16, stack=2, adapter_layers=2, adapter_heads=4).eval()
+    states, lengths = torch.randn(2, 10, 8), torch.tensor([10, 5])
+    out, new = proj(states, lengths)
+    assert out.shape == (2, 5, 16) and new.tolist() == [5, 3]
+    alone, _ = proj(states[1:, :5], lengths[1:])  # padding is masked out of the self-attention
+    torch.testing.assert_close(alone[0], out[1, :3])
+    moved, _ = proj(torch.cat([states[:, :2].flip(1), states[:, 2:]], 1), lengths)  # context changes every frame
+    assert not torch.allclose(moved[0, 2:], out[0, 2:])
+    with pytest.raises(ConfigError, match="adapter_heads"):
+        build_connector(ConnectorConfig(adapter_layers=1, adapter_heads=5), 8, 16)
+
+
+def test_time_masking_zeroes_spans_in_training_only():
+    torch.manual_seed(0)
+    proj = StackProjector(8, 16, stack=1, projector="linear", time_mask_prob=0.1, time_mask_len=3)
+    spans = proj.random_spans(4, 200, torch.device("cpu"))
+    frac = spans.float().mean().item()
+    assert 0.15 < frac < 0.45  # 1 - (1 - 0.1) ** 3 = 0.27 of the frames covered
+    starts = torch.diff(spans.int(), dim=1, prepend=torch.zeros(4, 1, dtype=torch.int)).eq(1).sum().item()
+    assert spans.sum().item() >= 2 * starts  # runs of several frames, not single frames
+    states, lengths = torch.randn(2, 50, 8), torch.tensor([50, 30])
+    out, _ = proj.train()(states, lengths)
+    zeroed = (out - proj.net(proj.norm(torch.zeros(8)))).abs().sum(-1) < 1e-6  # masked frames: the input is zero
+    assert zeroed[0].any() and not zeroed[0].all()
+    a, _ = proj.eval()(states, lengths)
+    b, _ = proj(states, lengths)
+    assert torch.equal(a, b)  # no masking in eval mode
+
+
 def test_splice_puts_valid_frames_at_placeholders_in_order():
     A = 99
     ids = torch.tensor([[1, A, A, A, 2, 0], [3, 4, A, A, 5, 6]])

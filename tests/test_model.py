@@ -244,3 +244,19 @@ def test_ctc_vocab_train_is_a_shortlist_saved_with_the_weights():
     fresh.load_trainable_state_dict(state)  # the vocabulary (any size) comes with the weights
     assert torch.equal(fresh.ctc_vocab, m.ctc_vocab)
     assert fresh.ctc_greedy_decode({"wavs": wav}) == m.ctc_greedy_decode({"wavs": wav})
+
+
+def test_ctc_vocab_common_spells_rare_tokens_with_frequent_pieces():
+    m = _soft_model(ctc_vocab="common", ctc_vocab_size=3000)
+    assert len(m.ctc_vocab) == 3000 and int(m.ctc_vocab.max()) == 2999
+    text = "photosynthesis unbelievably"
+    ids = m.tokenizer(" " + text, add_special_tokens=False).input_ids
+    assert any(i >= 3000 for i in ids)  # rare tokens: with ctc_vocab=train-style dropping they would vanish
+    classes = m._ctc_classes(ids)
+    pieces = m.ctc_vocab[classes].tolist()
+    assert all(p < 3000 for p in pieces) and len(pieces) > len(ids)
+    assert m.tokenizer.decode(pieces) == " " + text  # the spelling says the same text
+    wav = [np.random.RandomState(2).randn(16000).astype("float32")]
+    assert torch.isfinite(m({"wavs": wav, "texts": [text]})["ctc_loss"])
+    with pytest.raises(AuralmError, match="ctc_vocab must be one of"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_vocab="rare")

@@ -86,23 +86,23 @@ def _tokenizer() -> MelVQTokenizer:
 
 def test_encode_decode_shapes_and_frame_rate() -> None:
     tok = _tokenizer()
-    assert tok.frame_rate == pytest.approx(16000 / (256 * 4)) and tok.codebook_size == 16
+    assert tok.frame_rate == pytest.approx(16000 / (128 * 4)) and tok.codebook_size == 16
     wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     codes = tok.encode(wav)
-    assert codes.shape == (1, 16) and codes.dtype == torch.long  # 62 mel frames -> ceil(62 / 4)
-    assert tok.tokens_per_clip(1.0) == 16
-    assert tok.encode(np.stack([wav, wav])).shape == (2, 16)
-    assert [c.shape[0] for c in tok.encode_many([wav, wav[:8000]])] == [16, 8]
+    assert codes.shape == (1, 32) and codes.dtype == torch.long  # 125 mel frames -> ceil(125 / 4)
+    assert tok.tokens_per_clip(1.0) == 32
+    assert tok.encode(np.stack([wav, wav])).shape == (2, 32)
+    assert [c.shape[0] for c in tok.encode_many([wav, wav[:8000]])] == [32, 16]
     out = tok.decode(codes[0])
     assert out.shape == (1, 16 * 1024) and out.dtype == np.float32
-    assert tok.decode_mel(codes).shape == (1, 80, 64)
+    assert tok.decode_mel(codes).shape == (1, 80, 128)
 
 
 def test_clip_shorter_than_one_token_frame_is_a_clear_error() -> None:
     tok = _tokenizer()
-    tok.encode(np.zeros(1024, np.float32))  # exactly one token frame is fine
+    tok.encode(np.zeros(512, np.float32))  # exactly one token frame is fine
     with pytest.raises(AudioError, match="shorter than one token frame"):
-        tok.encode(np.zeros(1000, np.float32))
+        tok.encode(np.zeros(500, np.float32))
     with pytest.raises(AudioError, match="codes must lie"):
         tok.decode(torch.tensor([0, 16]))
 
@@ -118,7 +118,7 @@ def test_train_tokenizer_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_pa
     assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "weights.safetensors", "state.pt", "metrics.json"}
     assert (tmp_path / "a" / "tb").is_dir()
     tok = load_tokenizer(ckpt)
-    assert tok.encode(np.zeros(4096, np.float32)).shape == (1, 4)
+    assert tok.encode(np.zeros(4096, np.float32)).shape == (1, 8)
     # stopped after 2 steps, then resumed to 4: the same weights as 4 steps in one go
     train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b", stop_at=2))
     assert load_tokenizer(tmp_path / "b" / "checkpoint").model.state_dict()["quantizer.codebook"].shape == (16, 8)

@@ -31,6 +31,7 @@ from auralm.lm import add_audio_token, build_example, decoder_layers, end_token_
 
 TRAINABLE_PREFIXES = ("connector.", "ctc_blank.")
 FEEDS = ("raw", "ctc_soft")
+CTC_VOCABS = ("all", "train", "common")
 
 
 class CheckpointMismatchError(AuralmError):
@@ -65,8 +66,11 @@ class HearConfig(Config):
     feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
                                   "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
-    ctc_vocab: str = help_field("all", "CTC output classes: all (the LM's whole vocabulary) or train (the tokens of the "
-                                       "training transcripts: much faster with a large vocabulary; saved in the checkpoint)")
+    ctc_vocab: str = help_field("all", "CTC output classes: all (the LM's whole vocabulary), train (the tokens of the "
+                                       "training transcripts: much faster with a large vocabulary; saved in the checkpoint) "
+                                       "or common (the ctc_vocab_size most frequent BPE tokens, i.e. the lowest ids; rarer "
+                                       "tokens in targets are spelled with them, so unseen words stay reachable)")
+    ctc_vocab_size: int = help_field(8192, "ctc_vocab=common: how many of the lowest (most frequent) token ids")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA settings (stage 2)"})
 
@@ -79,8 +83,10 @@ class HearConfig(Config):
             raise ConfigError(f"feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
         if self.feed == "ctc_soft" and (self.ctc_weight == 0 or self.connector.kind != "prefix"):
             raise ConfigError("feed=ctc_soft needs the prefix connector and its CTC head (ctc_weight > 0)")
-        if self.ctc_vocab not in ("all", "train"):
-            raise ConfigError(f"ctc_vocab must be all or train, got {self.ctc_vocab!r}")
+        if self.ctc_vocab not in CTC_VOCABS:
+            raise ConfigError(f"ctc_vocab must be one of {', '.join(CTC_VOCABS)}, got {self.ctc_vocab!r}")
+        if self.ctc_vocab_size < 2:
+            raise ConfigError(f"ctc_vocab_size must be at least 2, got {self.ctc_vocab_size}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
 
@@ -120,7 +126,11 @@ class AudioLM(nn.Module):
             nn.init.zeros_(self.ctc_blank.bias)
             # the LM token ids that are CTC classes (sorted); the blank is one more class after them
             vocab = torch.arange(self.vocab_size) if cfg.ctc_vocab == "all" else torch.empty(0, dtype=torch.long)
+            if cfg.ctc_vocab == "common":
+                special = set(getattr(tokenizer, "all_special_ids", []) or [])
+                vocab = torch.tensor([i for i in range(min(cfg.ctc_vocab_size, self.vocab_size)) if i not in special])
             self.register_buffer("ctc_vocab", vocab)
+            self._spellings: dict[int, list[int]] = {}  # out-of-vocabulary token id -> in-vocabulary pieces
         self.has_lora = False
         if cfg.lora.r > 0:
             self.add_lora(cfg.lora)
@@ -181,6 +191,11 @@ class AudioLM(nn.Module):
         if not ids:
             raise ConfigError("no tokens in the training transcripts for the CTC vocabulary")
         self.ctc_vocab = torch.tensor(ids, dtype=torch.long, device=self.device)
+        self._forget_spellings()
+
+    def _forget_spellings(self) -> None:
+        self._spellings = {}
+        self.__dict__.pop("_piece_ids", None)
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load what :meth:`trainable_state_dict` saved; clear errors for weights of another shape."""
@@ -188,6 +203,7 @@ class AudioLM(nn.Module):
         vocab = state.pop("ctc_vocab", None)
         if vocab is not None and hasattr(self, "ctc_vocab"):
             self.ctc_vocab = vocab.to(self.device, torch.long)
+            self._forget_spellings()
         own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
         for key, value in state.items():
             if key in own and tuple(value.shape) != tuple(own[key].shape):
@@ -300,11 +316,35 @@ class AudioLM(nn.Module):
         log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, K+1
         return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=len(self.ctc_vocab), zero_infinity=True)
 
+    def _spell(self, token_id: int) -> list[int]:
+        """An out-of-vocabulary token as CTC-vocabulary pieces: greedy longest match over its BPE string
+        (byte-level tokens, so single bytes are always pieces when the vocabulary starts at the alphabet)."""
+        if token_id not in self._spellings:
+            if not hasattr(self, "_piece_ids"):
+                vocab = self.ctc_vocab.tolist()
+                self._piece_ids = dict(zip(self.tokenizer.convert_ids_to_tokens(vocab), vocab))
+                self._max_piece = max(map(len, self._piece_ids))
+            s, pieces, i = self.tokenizer.convert_ids_to_tokens(token_id), [], 0
+            while i < len(s):
+                for j in range(min(len(s), i + self._max_piece), i, -1):
+                    if s[i:j] in self._piece_ids:
+                        pieces.append(self._piece_ids[s[i:j]])
+                        i = j
+                        break
+                else:  # no piece for this character: drop it
+                    i += 1
+            self._spellings[token_id] = pieces
+        return self._spellings[token_id]
+
     def _ctc_classes(self, ids: list[int]) -> torch.Tensor:
-        """LM token ids -> CTC class indices (tokens outside the CTC vocabulary are dropped)."""
+        """LM token ids -> CTC class indices. Tokens outside the CTC vocabulary are spelled with pieces of
+        it (``ctc_vocab: common``) or dropped (``train``)."""
         ids_t = torch.tensor(ids, dtype=torch.long, device=self.ctc_vocab.device)
         pos = torch.searchsorted(self.ctc_vocab, ids_t).clamp(max=max(len(self.ctc_vocab) - 1, 0))
-        return pos[self.ctc_vocab[pos] == ids_t]
+        hit = self.ctc_vocab[pos] == ids_t
+        if self.config.ctc_vocab == "common" and not bool(hit.all()):
+            return self._ctc_classes([p for i, h in zip(ids, hit.tolist()) for p in ([i] if h else self._spell(i))])
+        return pos[hit]
 
     def ctc_compress(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T', H)`` -> ``(B, N, H)`` + lengths: CTC-compressed frames as soft LM token embeddings.

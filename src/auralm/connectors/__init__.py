@@ -44,6 +44,11 @@ class ConnectorConfig(Config):
     stack: int = help_field(4, "consecutive encoder frames stacked into one LM position (frame-rate reduction)")
     projector: str = help_field("mlp", "projection to the LM width: mlp (2 layers, GELU) or linear")
     hidden: int = help_field(0, "hidden width of the mlp projector (0 = the LM width)")
+    adapter_layers: int = help_field(0, "Transformer encoder layers after the projection, at the LM width (0 = none)")
+    adapter_heads: int = help_field(4, "attention heads of the adapter layers (must divide the LM width)")
+    adapter_dropout: float = help_field(0.1, "dropout inside the adapter layers")
+    time_mask_prob: float = help_field(0.0, "training only: chance that an encoder frame starts a zeroed span (0 = off)")
+    time_mask_len: int = help_field(5, "encoder frames per zeroed span")
     every_n: int = help_field(1, "cross: a cross-attention block before every N-th decoder layer (0, N, 2N, ...)")
     gate: str = help_field("tanh", "cross: tanh (Flamingo, zero-init) or sigmoid (VisualGPT self-resurrecting)")
     heads: int = help_field(4, "cross: attention heads of each block (must divide the LM width)")
@@ -60,8 +65,14 @@ class ConnectorConfig(Config):
         for name in ("stack", "every_n", "heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"connector.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden < 0:
-            raise ConfigError(f"connector.hidden must be >= 0, got {self.hidden}")
+        if self.hidden < 0 or self.adapter_layers < 0 or self.adapter_heads <= 0:
+            raise ConfigError(f"connector: need hidden >= 0, adapter_layers >= 0, adapter_heads > 0, got "
+                              f"{self.hidden}, {self.adapter_layers}, {self.adapter_heads}")
+        if not 0.0 <= self.time_mask_prob < 1.0 or self.time_mask_len < 1:
+            raise ConfigError(f"connector: need 0 <= time_mask_prob < 1 and time_mask_len >= 1, got "
+                              f"{self.time_mask_prob}, {self.time_mask_len}")
+        if not 0.0 <= self.adapter_dropout < 1.0:
+            raise ConfigError(f"connector.adapter_dropout must be in [0, 1), got {self.adapter_dropout}")
         if not 0.0 <= self.tau < 0.5:
             raise ConfigError(f"connector.tau must be in [0, 0.5), got {self.tau}")
 
@@ -69,9 +80,12 @@ class ConnectorConfig(Config):
 class PrefixConnector(nn.Module):
     """Early fusion: a :class:`StackProjector` whose outputs are spliced at the audio placeholders."""
 
-    def __init__(self, audio_dim: int, lm_dim: int, *, stack: int = 4, projector: str = "mlp", hidden: int = 0):
+    def __init__(self, audio_dim: int, lm_dim: int, *, stack: int = 4, projector: str = "mlp", hidden: int = 0,
+                 adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
+                 time_mask_prob: float = 0.0, time_mask_len: int = 5):
         super().__init__()
-        self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden)
+        self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden, adapter_layers, adapter_heads,
+                                        adapter_dropout, time_mask_prob, time_mask_len)
 
     def project(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T, D)`` -> ``(B, T', H)`` and projected lengths."""
@@ -79,7 +93,13 @@ class PrefixConnector(nn.Module):
 
 
 def _prefix(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) -> nn.Module:
-    return PrefixConnector(audio_dim, lm_dim, stack=cfg.stack, projector=cfg.projector, hidden=cfg.hidden)
+    try:
+        return PrefixConnector(audio_dim, lm_dim, stack=cfg.stack, projector=cfg.projector, hidden=cfg.hidden,
+                               adapter_layers=cfg.adapter_layers, adapter_heads=cfg.adapter_heads,
+                               adapter_dropout=cfg.adapter_dropout, time_mask_prob=cfg.time_mask_prob,
+                               time_mask_len=cfg.time_mask_len)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _cross(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) -> nn.Module:
@@ -87,6 +107,8 @@ def _cross(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) -
         return CrossConnector(
             audio_dim, lm_dim, num_layers, stack=cfg.stack, projector=cfg.projector, hidden=cfg.hidden,
             every_n=cfg.every_n, heads=cfg.heads, gate=cfg.gate, tau=cfg.tau, alpha=cfg.alpha,
+            adapter_layers=cfg.adapter_layers, adapter_heads=cfg.adapter_heads, adapter_dropout=cfg.adapter_dropout,
+            time_mask_prob=cfg.time_mask_prob, time_mask_len=cfg.time_mask_len,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -87,11 +87,14 @@ class CrossConnector(nn.Module):
     def __init__(
         self, audio_dim: int, lm_dim: int, num_layers: int, *, stack: int = 4, projector: str = "mlp",
         hidden: int = 0, every_n: int = 1, heads: int = 4, gate: str = "tanh", tau: float = 0.2, alpha: float = 1.0,
+        adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
+        time_mask_prob: float = 0.0, time_mask_len: int = 5,
     ):
         super().__init__()
         if num_layers <= 0:
             raise ValueError("the cross connector needs the LM's number of decoder layers (num_layers > 0)")
-        self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden)
+        self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden, adapter_layers, adapter_heads,
+                                        adapter_dropout, time_mask_prob, time_mask_len)
         self.layer_ids = list(range(0, num_layers, every_n))
         self.blocks = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, heads, gate, tau, alpha) for i in self.layer_ids})
         self._audio: tuple[torch.Tensor, torch.Tensor] | None = None

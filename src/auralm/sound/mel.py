@@ -1,7 +1,7 @@
 """The log-mel frontend shared by the tokenizer, the vocoders and the evaluation.
 
-Defaults (see docs/sound.md for why): 16 kHz audio (the Whisper judge's rate), ``n_fft`` 1024, hop 256
-(62.5 frames/s), 80 mel bins from 0 to 8 kHz, natural log of the magnitude mel clamped at 1e-5.
+Defaults (see docs/sound.md for why): 16 kHz audio (the Whisper judge's rate), ``n_fft`` 512 (a 32 ms
+window), hop 128 (125 frames/s), 80 mel bins from 0 to 8 kHz, natural log of the magnitude mel clamped at 1e-5.
 
 Framing follows HiFi-GAN: the waveform is zero-padded by ``(n_fft - hop) / 2`` on both sides and cut
 into frames without further centring, so a clip of ``S`` samples has exactly ``S // hop`` frames and a
@@ -29,8 +29,8 @@ class MelConfig(Config):
     """Shape of the log-mel spectrogram."""
 
     sample_rate: int = help_field(16000, "audio sample rate (Hz)")
-    n_fft: int = help_field(1024, "FFT size (also the window length)")
-    hop: int = help_field(256, "samples between frames (frame rate = sample_rate / hop)")
+    n_fft: int = help_field(512, "FFT size (also the window length)")
+    hop: int = help_field(128, "samples between frames (frame rate = sample_rate / hop)")
     n_mels: int = help_field(80, "mel bins")
     f_min: float = help_field(0.0, "lowest mel filter edge (Hz)")
     f_max: float = help_field(8000.0, "highest mel filter edge (Hz), at most sample_rate / 2")

@@ -2,8 +2,8 @@
 
 Layout of the codes: **one code per token frame**, a 1-D sequence per clip. The 80 log-mel bins are
 the channels of a 1-D conv encoder over time (SpecVQGAN folds frequency into a 2-D grid instead; a
-1-D sequence keeps the GPT's sequences short: with hop 256 at 16 kHz and ``downsample`` 4 there are
-15.6 tokens a second, about 12 for a spoken digit). ``encode`` returns ``(B, T)`` ints in
+1-D sequence keeps the GPT's sequences short: with hop 128 at 16 kHz and ``downsample`` 4 there are
+31.25 tokens a second, about 20 for a spoken digit). ``encode`` returns ``(B, T)`` ints in
 ``[0, codebook_size)``; ``decode`` turns codes back into a log-mel and a vocoder into audio.
 
 A checkpoint folder (written by :mod:`auralm.sound.train_tokenizer`) holds ``config.yaml`` (its

@@ -40,7 +40,7 @@ class TokenizerTrainConfig(Config):
     steps: int = help_field(3000, "optimizer steps")
     max_minutes: float = help_field(8.0, "stop (and save) after this much training time; 0 = no limit")
     batch_size: int = help_field(32, "crops per step")
-    crop_frames: int = help_field(64, "mel frames per crop (a multiple of model.downsample)")
+    crop_frames: int = help_field(128, "mel frames per crop (a multiple of model.downsample)")
     lr: float = help_field(1e-3, "peak Adam learning rate (cosine decay to 10%)")
     seed: int = help_field(0, "seed of weights, crops and codebook restarts")
     eval_every: int = help_field(500, "steps between checkpoints, evaluation and TensorBoard media")

@@ -78,7 +78,7 @@ class GriffinLim(Vocoder):
 class HifiGanConfig(Config):
     """Shape of the generator (small by default so it trains on a CPU)."""
 
-    upsample_rates: list[int] = help_field([8, 8, 4], "upsampling factor of each stage; their product is the hop")
+    upsample_rates: list[int] = help_field([8, 4, 4], "upsampling factor of each stage; their product is the hop")
     initial_channels: int = help_field(128, "channels after the input conv; halved at each stage")
     resblock_kernels: list[int] = help_field([3, 7], "kernel sizes of the MRF's parallel residual blocks")
     resblock_dilations: list[int] = help_field([1, 3], "dilations inside each residual block")
