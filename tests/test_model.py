@@ -199,6 +199,9 @@ def test_ctc_compress_drops_blanks_merges_runs_and_mixes_embeddings(monkeypatch)
     assert torch.allclose(out[0, 0], w5 * E[5] + w6 * E[6], atol=1e-5)
     assert torch.allclose(out[0, 1], E[7], atol=1e-4)
     assert torch.allclose(out[1, 0], E[9], atol=1e-4) and torch.equal(out[1, 1], torch.zeros(m.lm_dim))
+    m.config = m.config.replace(soft_top_k=1)  # hard feed: the top token's own embedding, exactly
+    hard, _ = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
+    assert torch.equal(hard[0, 0], E[5]) and torch.equal(hard[0, 1], E[7]) and torch.equal(hard[1, 0], E[9])
 
 
 def test_ctc_soft_trains_the_projector_through_the_lm_loss():

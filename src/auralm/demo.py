@@ -4,7 +4,9 @@ Steps (each writes under ``cfg.out``, default ``runs/demo``):
 
 1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite, sentences from Debian's fortunes);
    the split is assigned per sentence, so test sentences are never heard in training.
-2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file.
+2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file. Its rows
+   are split by ``prepare``'s own rule, not per sentence: training and scoring use
+   ``corpus/manifest.jsonl``, never this file.
 3. ``long/``: the test clips joined into one long recording with an SRT of its sentences, cut by
    ``auralm chunk`` at sentence boundaries; each chunk's text must be exactly its sentences.
 4. ``embeddings/``: ``auralm embed`` caches the encoder's states (real length, not 30 s of padding),
