@@ -54,22 +54,26 @@ def main() -> int:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
 
+    out = Path(a.out)
+    if a.sweep_only:
+        res = json.loads((out / "probe.json").read_text())
+        _judge_generations(a, out / "bundle", res)
+        (out / "probe.json").write_text(json.dumps(res, indent=2))
+        return 0
+
+    import torch
+
     from auralm.config import load_preset
-    from auralm.sound.cli import tokenize_manifest
+    from auralm.sound.cli import load_parts_tokenizer, resolve_checkpoint, tokenize_manifest
     from auralm.sound.data import load_clips, make_digit_corpus
     from auralm.sound.demo import make_bundle
     from auralm.sound.evaluate import codebook_usage, judge_accuracy
-    from auralm.sound.gpt import SamplingConfig
-    from auralm.sound.cli import generate_sounds, load_parts_tokenizer, resolve_checkpoint
     from auralm.sound.train_gpt import TrainGPTConfig, train_gpt
     from auralm.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
     preset = load_preset("sound-demo")
     over = _nest(a.overrides)
-    out = Path(a.out)
-    res: dict = {"args": vars(a), "seconds": {}}
-    if a.sweep_only:
-        return _sweep(a, out)
+    res: dict = {"args": vars(a), "seconds": {}, "generation": {}}
     t = time.perf_counter()
     corpus = Path(out).parent / f"corpus-{a.n_per_class}-{a.seed}"
     manifest = corpus / "manifest.jsonl"
@@ -96,43 +100,33 @@ def main() -> int:
     tok = load_parts_tokenizer(resolve_checkpoint(bundle))
     wavs, labels, _ = load_clips(manifest, "test", tok.sample_rate)
     codes = [tok.encode(w)[0] for w in wavs]
-    res["codebook_usage_test"] = codebook_usage(__import__("torch").cat(codes), tok.codebook_size)
+    res["codebook_usage_test"] = codebook_usage(torch.cat(codes), tok.codebook_size)
     res["reconstruction"] = judge_accuracy([tok.decode(c)[0] for c in codes], labels)["accuracy"]
-    res["generation"] = {}
-    for g in a.guidance:
-        for temp in a.temperatures:
-            sc = SamplingConfig(temperature=temp, top_p=a.top_p, guidance_scale=g)
-            gens, gl = [], []
-            for lab in sorted(set(labels)):
-                gens += generate_sounds(bundle, lab, a.n_generate, sc, a.seed)[0]
-                gl += [lab] * a.n_generate
-            res["generation"][f"T={temp},cfg={g}"] = judge_accuracy(gens, gl)["accuracy"]
-            print(f"[probe] T={temp} cfg={g}: {res['generation'][f'T={temp},cfg={g}']}", file=sys.stderr, flush=True)
+    _judge_generations(a, bundle, res)
     res["seconds"]["judge"] = round(time.perf_counter() - t, 1)
     (out / "probe.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "args"}, indent=2))
     return 0
 
 
-def _sweep(a: argparse.Namespace, out: Path) -> int:
+def _judge_generations(a: argparse.Namespace, bundle: Path, res: dict) -> None:
+    """Judge ``a.n_generate`` generations per label of the bundle's class GPT for every guidance scale and
+    temperature asked for; record each accuracy in ``res["generation"]``."""
     from auralm.sound.cli import generate_sounds
     from auralm.sound.evaluate import judge_accuracy
     from auralm.sound.gpt import SamplingConfig
 
-    res = json.loads((out / "probe.json").read_text())
-    labels = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
+    labels = json.loads((bundle / "gpt" / "meta.json").read_text())["label_names"]
     for g in a.guidance:
         for temp in a.temperatures:
             sc = SamplingConfig(temperature=temp, top_p=a.top_p, guidance_scale=g)
             gens, gl = [], []
             for lab in labels:
-                gens += generate_sounds(out / "bundle", lab, a.n_generate, sc, a.seed)[0]
+                gens += generate_sounds(bundle, lab, a.n_generate, sc, a.seed)[0]
                 gl += [lab] * a.n_generate
             key = f"T={temp},cfg={g},top_p={a.top_p},n={a.n_generate},seed={a.seed}"
             res["generation"][key] = judge_accuracy(gens, gl)["accuracy"]
             print(f"[probe] {key}: {res['generation'][key]}", file=sys.stderr, flush=True)
-    (out / "probe.json").write_text(json.dumps(res, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
