@@ -92,12 +92,16 @@ class PrefixConnector(nn.Module):
         return self.projector(states, lengths)
 
 
+def _projector_settings(cfg: ConnectorConfig) -> dict:
+    """The :class:`StackProjector` settings both families take."""
+    names = ("stack", "projector", "hidden", "adapter_layers", "adapter_heads", "adapter_dropout", "time_mask_prob",
+             "time_mask_len")
+    return {name: getattr(cfg, name) for name in names}
+
+
 def _prefix(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) -> nn.Module:
     try:
-        return PrefixConnector(audio_dim, lm_dim, stack=cfg.stack, projector=cfg.projector, hidden=cfg.hidden,
-                               adapter_layers=cfg.adapter_layers, adapter_heads=cfg.adapter_heads,
-                               adapter_dropout=cfg.adapter_dropout, time_mask_prob=cfg.time_mask_prob,
-                               time_mask_len=cfg.time_mask_len)
+        return PrefixConnector(audio_dim, lm_dim, **_projector_settings(cfg))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -105,10 +109,8 @@ def _prefix(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) 
 def _cross(cfg: ConnectorConfig, audio_dim: int, lm_dim: int, num_layers: int) -> nn.Module:
     try:
         return CrossConnector(
-            audio_dim, lm_dim, num_layers, stack=cfg.stack, projector=cfg.projector, hidden=cfg.hidden,
-            every_n=cfg.every_n, heads=cfg.heads, gate=cfg.gate, tau=cfg.tau, alpha=cfg.alpha,
-            adapter_layers=cfg.adapter_layers, adapter_heads=cfg.adapter_heads, adapter_dropout=cfg.adapter_dropout,
-            time_mask_prob=cfg.time_mask_prob, time_mask_len=cfg.time_mask_len,
+            audio_dim, lm_dim, num_layers, every_n=cfg.every_n, heads=cfg.heads, gate=cfg.gate, tau=cfg.tau,
+            alpha=cfg.alpha, **_projector_settings(cfg),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

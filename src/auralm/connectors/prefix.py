@@ -8,8 +8,8 @@ the LM width (self-attention over the clip's projected frames, padding masked): 
 states are not token-like, and a little context at this rate lets the projector shape them (cheap:
 the layers run at the stacked frame rate). In training mode, ``time_mask_prob`` > 0 zeroes random spans
 of ``time_mask_len`` encoder frames first (SpecAugment-style time masking on the states, as wav2vec2
-masks its features), a regulariser for small corpora. ``splice_audio`` writes each item's *valid* projected frames over the audio
-placeholder positions of its token embeddings in one ``masked_scatter``.
+masks its features), a regulariser for small corpora. ``splice_audio`` writes each item's *valid*
+projected frames over the audio placeholder positions of its token embeddings in one ``masked_scatter``.
 """
 
 from __future__ import annotations
