@@ -10,7 +10,7 @@ import torch
 
 from auralm.connectors import ConnectorConfig
 from auralm.errors import ConfigError
-from auralm.inference.generate import GenerationConfig
+from auralm.inference.generate import GenerationConfig, loop_length
 from auralm.lm import build_example
 from auralm.model import AudioLM, HearConfig
 
@@ -84,6 +84,35 @@ def test_generation_stops_at_the_end_token(fitted):
     assert len(calls) == 1  # the prompt's forward picked the end token; no further step ran
 
 
+def test_loop_length():
+    assert loop_length([5, 1, 1, 1, 1], 4, 8) == 3
+    assert loop_length([1, 1, 1], 4, 8) == 0  # three copies: not yet a loop
+    assert loop_length([9, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3], 4, 8) == 9
+    assert loop_length([1, 2, 3] * 4, 4, 2) == 0  # period longer than max_period
+    assert loop_length([1, 1, 1, 1], 0, 8) == 0  # guard off
+
+
+def test_loop_guard_stops_a_runaway_row(fitted):
+    model, b = fitted
+    calls, word = [], model.tokenizer(" successive")["input_ids"][0]
+
+    def loop(module, args, kwargs, out):  # make one ordinary token the argmax at every step
+        calls.append(1)
+        out.logits[..., word] += 1e4
+        return out
+
+    handle = model.lm.register_forward_hook(loop, with_kwargs=True)
+    try:
+        guarded = model.generate(b, GenerationConfig(max_new_tokens=30))
+        n_guarded = len(calls)
+        unguarded = model.generate(b, GenerationConfig(max_new_tokens=30, max_repeats=0))
+    finally:
+        handle.remove()
+    one_copy = model.tokenizer.decode([word]).strip()
+    assert guarded == [one_copy] * 3 and n_guarded == 5  # 4 copies, then the end token; 3 dropped
+    assert unguarded == [" ".join([one_copy] * 30).strip()] * 3 or all(len(u) > 20 * len(one_copy) for u in unguarded)
+
+
 def test_cross_gate_zero_generates_like_the_plain_lm():
     """At gate zero the cross model's greedy tokens are transformers' own GPT-2's."""
     from transformers import GPT2LMHeadModel
@@ -96,7 +125,8 @@ def test_cross_gate_zero_generates_like_the_plain_lm():
     want = ref.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False, eos_token_id=model.end_token_id,
                         pad_token_id=model.pad_token_id)[0, len(ids):].tolist()
     want = want[: want.index(model.end_token_id)] if model.end_token_id in want else want
-    got = model.generate({"states": torch.randn(1, 8, 256), "lengths": torch.tensor([8])}, GenerationConfig(max_new_tokens=6))
+    got = model.generate({"states": torch.randn(1, 8, 256), "lengths": torch.tensor([8])},
+                         GenerationConfig(max_new_tokens=6, max_repeats=0))
     assert got == [model.tokenizer.decode(want, skip_special_tokens=True).strip()]
 
 
@@ -105,6 +135,8 @@ def test_generation_config_validates():
         GenerationConfig(strategy="nucleus")
     with pytest.raises(ConfigError, match="top_p"):
         GenerationConfig(top_p=0.0)
+    with pytest.raises(ConfigError, match="max_repeats"):
+        GenerationConfig(max_repeats=1)
 
 
 @pytest.mark.slow

@@ -169,6 +169,23 @@ def test_schedule_and_data_order():
     assert index_stream(5, 3, 7, 6) == stream[7:13]  # a position is a pure function of (seed, position)
 
 
+def test_group_by_length_keeps_epochs_and_cuts_padding():
+    import random
+
+    n, batch = 203, 8  # n not a multiple of the batch: epochs start mid-batch
+    lengths = [random.Random(i).uniform(0.5, 10.0) for i in range(n)]
+    stream = index_stream(n, 1, 0, 4 * n, lengths, batch, pool=16)
+    assert all(sorted(stream[e * n : (e + 1) * n]) == list(range(n)) for e in range(4))  # still permutations
+    assert index_stream(n, 1, 333, 77, lengths, batch, pool=16) == stream[333:410]  # resumable
+    assert stream[: 2 * n] != index_stream(n, 1, 0, 2 * n)  # the grouping changed the order
+
+    def padding(order):  # fraction of a padded batch that is padding
+        batches = [order[i : i + batch] for i in range(0, len(order) - batch + 1, batch)]
+        return 1 - sum(sum(lengths[j] for j in b) for b in batches) / sum(batch * max(lengths[j] for j in b) for b in batches)
+
+    assert padding(stream) < 0.5 * padding(index_stream(n, 1, 0, 4 * n))
+
+
 def test_python_api_returns_the_checkpoint(tmp_path):
     make_corpus(tmp_path / "c")
     cfg = config_from_preset("hear-tiny", [f"data.manifest={tmp_path / 'c' / 'manifest.jsonl'}", f"out={tmp_path / 'r'}",

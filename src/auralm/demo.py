@@ -182,6 +182,7 @@ def _train_stage(cfg: DemoConfig, out: Path, manifest: Path, stage: int, init_fr
 
 
 def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
+    """Losses against steps (left) and validation WER against training minutes (right)."""
     try:
         import matplotlib
 
@@ -189,8 +190,8 @@ def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:  # the train extra is not installed
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    offset = 0
+    fig, (ax, ax_wer) = plt.subplots(1, 2, figsize=(12, 4.5))
+    offset, minutes = 0, 0.0
     for name, path in logs:
         if not path.is_file():
             continue
@@ -199,12 +200,22 @@ def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
             pts = [(r["step"] + offset, r[key]) for r in recs if key in r]
             if pts:
                 ax.plot(*zip(*pts), style, label=f"{name} {key}")
+        for key, label in (("valid/ctc_wer", "projector CTC"), ("valid/wer", "LM greedy")):
+            pts = [(r["time/train_minutes"] + minutes, r[key]) for r in recs if key in r and "time/train_minutes" in r]
+            if pts:
+                ax_wer.plot(*zip(*pts), "o-", label=f"{name}: {label}")
         offset += max((r.get("step", 0) for r in recs), default=0)
+        minutes += max((r.get("time/train_minutes", 0.0) for r in recs), default=0.0)
     ax.set_xlabel("optimizer step (stage 2 continues after stage 1)")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    ax_wer.set_xlabel("training minutes (stage 2 continues after stage 1)")
+    ax_wer.set_ylabel("validation WER")
+    ax_wer.axhline(0.2, color="grey", ls=":", label="target 0.20")
+    ax_wer.legend(fontsize=8)
+    ax_wer.grid(alpha=0.3)
     path = out / "loss_curves.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)

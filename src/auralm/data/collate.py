@@ -110,6 +110,13 @@ class AudioTextDataset:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def lengths(self) -> list[float]:
+        """Seconds of audio per row (its span, else the manifest's ``duration``, else the file header)."""
+        if not hasattr(self, "_lengths"):
+            self._lengths = [float(r.duration) if r.duration is not None and (r.start is None or r.end is None)
+                             else row_seconds(r) for r in self.rows]
+        return self._lengths
+
     def prompt_of(self, row: Row) -> str:
         return self.prompt or row.prompt or self.default_prompt
 

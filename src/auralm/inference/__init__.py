@@ -6,7 +6,8 @@
   (30 s for Whisper) is cut at silences (:func:`auralm.data.chunk.chunk_by_silence`); with
   ``long_audio="chunks"`` each chunk is transcribed and the texts joined, with ``long_audio="context"``
   the chunks' encoder states are concatenated into one audio context when it fits ``context_tokens``
-  audio tokens (else it falls back to chunks).
+  audio tokens (else it falls back to chunks). Pieces are batched longest first (a batch of similar
+  lengths is little padding) and the answers put back in input order.
 
 Importing this module imports no torch, accelerate, peft or tensorboard.
 """
@@ -111,12 +112,17 @@ def transcribe(
                 pieces.append((i, {"states": joined}))
                 continue
         pieces += [(i, {"wav": c}) for c in chunks]
-    texts: list[list[str]] = [[] for _ in audio]
-    starts = range(0, len(pieces), batch_size)
+    # batches of similar length pad little: work longest first, answers put back in order
+    def size(piece: dict[str, Any]) -> float:
+        return len(piece["wav"]) / SAMPLE_RATE if "wav" in piece else piece["states"].shape[0] / 50.0  # ~50 frames/s
+
+    order = sorted(range(len(pieces)), key=lambda j: (-size(pieces[j][1]), j))
+    answers: dict[int, str] = {}
+    starts = range(0, len(order), batch_size)
     for s in progress(starts, desc=desc or "transcribe", total=len(starts)):
-        group = pieces[s : s + batch_size]
+        group = [(j, pieces[j][1]) for j in order[s : s + batch_size]]
         for kind in ("wav", "states"):  # a batch holds waveforms or states, not both
-            part = [(i, p[kind]) for i, p in group if kind in p]
+            part = [(j, p[kind]) for j, p in group if kind in p]
             if not part:
                 continue
             batch: dict[str, Any] = {"prompts": [prompt] * len(part), "texts": None}
@@ -130,8 +136,11 @@ def transcribe(
                 batch["states"], batch["lengths"] = states, lengths
             with torch.no_grad():
                 outs = model.generate(batch, gen)
-            for (i, _), text in zip(part, outs):
-                texts[i].append(text.strip())
+            for (j, _), text in zip(part, outs):
+                answers[j] = text.strip()
+    texts: list[list[str]] = [[] for _ in audio]
+    for j, (i, _) in enumerate(pieces):  # pieces are in item order, an item's chunks in time order
+        texts[i].append(answers[j])
     return [" ".join(t for t in parts if t) for parts in texts]
 
 

@@ -4,7 +4,9 @@ The prompts (with the audio spliced in, for the prefix family) are embedded once
 ``inputs_embeds (B, L, H)`` with an attention mask from their lengths, and handed to
 ``lm.generate(inputs_embeds=..., attention_mask=...)``: the LM runs the whole prompt once and then
 reuses its KV cache for every new token (``use_cache=False`` recomputes the prefix at every step, for
-benchmarks). For the cross family the projected audio is made visible to the hooked cross-attention
+benchmarks). A row whose last ``p`` tokens (``p <= max_loop_period``) have repeated ``max_repeats`` times
+in a row is stopped and the repeats dropped (one copy kept): small LMs fall into loops such as
+"successive successive successive ..." that would otherwise run to ``max_new_tokens``. For the cross family the projected audio is made visible to the hooked cross-attention
 blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
 ``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
 """
@@ -31,12 +33,18 @@ class GenerationConfig(Config):
     top_p: float = help_field(1.0, "sample from the smallest set with this probability mass (1 = all)")
     max_new_tokens: int = help_field(128, "longest answer in tokens")
     use_cache: bool = help_field(True, "reuse the KV cache after the prompt (False recomputes it every step)")
+    max_repeats: int = help_field(4, "stop a row whose last p tokens repeated this many times in a row, and keep "
+                                     "one copy (a loop guard; 0: off)")
+    max_loop_period: int = help_field(16, "longest repeated span (tokens) the loop guard looks for")
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.top_k < 0:
             raise ConfigError(f"need num_beams >= 1, max_new_tokens >= 1, top_k >= 0; got {self.num_beams}, {self.max_new_tokens}, {self.top_k}")
+        if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
+            raise ConfigError(f"need max_repeats 0 (off) or >= 2 and max_loop_period >= 1; got {self.max_repeats}, "
+                              f"{self.max_loop_period}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"need temperature > 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}")
 
@@ -58,6 +66,36 @@ def hf_generation_config(gen: GenerationConfig, eos_id: int, pad_id: int) -> Any
     return transformers.GenerationConfig(**kwargs)
 
 
+def loop_length(row: list[int], repeats: int, max_period: int) -> int:
+    """Tokens to drop from the end of ``row``: ``(repeats - 1) * p`` when it ends with ``repeats`` copies of
+    one ``p``-token span (the shortest such p), else 0."""
+    if repeats < 2:
+        return 0
+    for p in range(1, max_period + 1):
+        if len(row) < repeats * p:
+            break
+        tail = row[len(row) - p :]
+        if all(row[len(row) - (k + 1) * p : len(row) - k * p] == tail for k in range(1, repeats)):
+            return (repeats - 1) * p
+    return 0
+
+
+def _loop_guard(gen: GenerationConfig, eos_id: int) -> Any:
+    """A transformers logits processor that forces the end token on rows caught in a loop."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class LoopGuard(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            for b, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
+                if loop_length(row, gen.max_repeats, gen.max_loop_period):
+                    scores[b] = torch.finfo(scores.dtype).min
+                    scores[b, eos_id] = 0.0
+            return scores
+
+    return LoopGuard()
+
+
 def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None) -> list[str]:
     """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``)."""
     import torch
@@ -67,13 +105,16 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
     with torch.no_grad():
         x = model.build_inputs(batch, answers=False, left_pad=True)
         with model.audio_context(x["audio"], x["audio_lengths"]):
-            out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg)  # B, new
+            guard = [_loop_guard(gen, model.end_token_id)] if gen.max_repeats else []
+            out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
+                                    logits_processor=guard)  # B, new
     texts = []
     for row in out.tolist():
         if model.end_token_id in row:
             row = row[: row.index(model.end_token_id)]
+        row = row[: len(row) - loop_length(row, gen.max_repeats, gen.max_loop_period)]
         texts.append(model.tokenizer.decode(row, skip_special_tokens=True).strip())
     return texts
 
 
-__all__ = ["STRATEGIES", "GenerationConfig", "generate", "hf_generation_config"]
+__all__ = ["STRATEGIES", "GenerationConfig", "generate", "hf_generation_config", "loop_length"]

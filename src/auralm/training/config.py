@@ -56,6 +56,8 @@ class OptimConfig(Config):
     max_minutes: float = help_field(0.0, "stop (with a checkpoint) after this many minutes of this invocation; 0: none")
     stop_after: int = help_field(0, "stop (with a checkpoint) at this step although the run is longer; 0: none")
     seed: int = help_field(0, "seed of data order, initial weights and dropout")
+    group_by_length: bool = help_field(False, "batch clips of similar length together (shuffled pools of 50 "
+                                              "batches, each sorted by length): less padding, faster steps")
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:

@@ -71,17 +71,40 @@ def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress_))
 
 
-def index_stream(n: int, seed: int, start: int, count: int) -> list[int]:
-    """Positions ``[start, start+count)`` of the endless stream: a fresh permutation of ``range(n)`` per epoch."""
+def index_stream(n: int, seed: int, start: int, count: int, lengths: list[float] | None = None,
+                 batch_size: int = 0, pool: int = 50) -> list[int]:
+    """Positions ``[start, start+count)`` of the endless stream: a fresh permutation of ``range(n)`` per epoch.
+
+    With ``lengths`` (one per example) and ``batch_size``, each epoch's permutation is grouped by length
+    (the ``group_by_length`` of the config): cut into pools of ``pool`` batches, each pool sorted longest
+    first and cut into batches, the batches shuffled. Batches then hold clips of similar length, so
+    little of a padded batch is padding. Every epoch is still a permutation and a position is still a
+    pure function of ``(seed, position)``, so resuming is unchanged.
+    """
     out: list[int] = []
     pos = start
     while len(out) < count:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+        perm = _epoch_order(n, seed, epoch, lengths, batch_size, pool)
         take = perm[offset : offset + count - len(out)]
         out += take
         pos += len(take)
     return out
+
+
+def _epoch_order(n: int, seed: int, epoch: int, lengths: list[float] | None, batch_size: int, pool: int) -> list[int]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
+    if lengths is None or batch_size <= 1:
+        return perm
+    size = batch_size * max(1, pool)
+    grouped = [j for i in range(0, n, size) for j in sorted(perm[i : i + size], key=lambda j: -lengths[j])]
+    # the global batches are positions [k*B, (k+1)*B) of the stream; this epoch starts mid-batch when
+    # epoch*n is not a multiple of B: its first `head` examples complete the previous epoch's last batch
+    head = (-epoch * n) % batch_size
+    pieces = [grouped[i : i + batch_size] for i in range(head, n, batch_size)]
+    tail = pieces.pop() if pieces and len(pieces[-1]) < batch_size else []  # a partial batch stays last
+    shuffle = torch.randperm(len(pieces), generator=torch.Generator().manual_seed(seed * 100003 + epoch + 7919))
+    return grouped[:head] + [j for k in shuffle.tolist() for j in pieces[k]] + tail
 
 
 class Logger:
@@ -129,7 +152,8 @@ def _batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 @torch.no_grad()
 def validate(model: Any, dataset: Any, collate: Any, cfg: Any, micro: int, device: torch.device,
              amp: torch.dtype | None) -> dict[str, float]:
-    """Token-mean loss on the first ``eval_rows`` valid rows and greedy WER on the first ``eval_wer_rows``."""
+    """Token-mean loss (and, with a CTC head, the projector's greedy CTC WER) on the first ``eval_rows`` valid
+    rows, and the LM's greedy WER on the first ``eval_wer_rows``."""
     from auralm.inference.generate import GenerationConfig
 
     was_training = model.training
@@ -144,6 +168,14 @@ def validate(model: Any, dataset: Any, collate: Any, cfg: Any, micro: int, devic
             n = float(res.get("n_tokens", 1))
             total, tokens = total + float(res["loss"]) * n, tokens + n
         out["valid/loss"] = total / max(tokens, 1.0)
+        if getattr(model.config, "ctc_weight", 0) > 0:  # the projector's own greedy CTC transcript: cheap, no LM
+            refs, hyps = [], []
+            for i in range(0, n_rows, micro):
+                batch = collate([dataset[j] for j in range(i, min(n_rows, i + micro))])
+                refs += batch["texts"]
+                hyps += model.ctc_greedy_decode(_batch_to(batch, device))
+            with contextlib.suppress(ValueError):  # references empty after normalisation
+                out["valid/ctc_wer"] = wer(refs, hyps)
         n_wer = min(len(dataset), cfg.eval_wer_rows)
         if n_wer:
             refs, hyps = [], []
@@ -212,13 +244,14 @@ def fit(model: Any, cfg: Any, train_set: Any, valid_set: Any, collate: Any, acce
     logger = Logger(cfg, out, step, main)
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {"trainable_params": n_trainable}
+    lengths = train_set.lengths() if o.group_by_length and hasattr(train_set, "lengths") else None
     steps = range(step, o.max_steps)
     bar = progress(steps, desc=f"train stage {cfg.stage}", total=len(steps)) if main else steps
     model.train()
     for step in bar:  # noqa: B007 - `step` is the number of steps done before this one
         # -- one optimizer step ------------------------------------------------------------------
         t_step = time.perf_counter()
-        order = index_stream(len(train_set), o.seed, step * o.batch_size, o.batch_size)
+        order = index_stream(len(train_set), o.seed, step * o.batch_size, o.batch_size, lengths, o.batch_size)
         mine = order[rank * per_process : (rank + 1) * per_process]
         optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(4, dtype=torch.float64)  # loss*n, lm_loss*n, ctc_loss*n, n
@@ -281,6 +314,7 @@ def fit(model: Any, cfg: Any, train_set: Any, valid_set: Any, collate: Any, acce
         if (cfg.eval_every and step % cfg.eval_every == 0) or (stop and valid_set is not None):
             if main and valid_set is not None:
                 scores = validate(model, valid_set, collate, cfg, micro, device, amp)
+                scores["time/train_minutes"] = (elapsed_before + time.perf_counter() - t0) / 60
                 logger.log(step, scores)
                 metrics.update({k.replace("/", "_"): v for k, v in scores.items()})
                 log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
