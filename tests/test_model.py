@@ -203,6 +203,20 @@ def test_ctc_compress_drops_blanks_merges_runs_and_mixes_embeddings(monkeypatch)
     hard, _ = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
     assert torch.equal(hard[0, 0], E[5]) and torch.equal(hard[0, 1], E[7]) and torch.equal(hard[1, 0], E[9])
 
+    # feed_noise: in training some runs read their next-best token or vanish; in eval nothing changes
+    m.config = m.config.replace(feed_noise=0.6)
+    assert torch.equal(m.eval().ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))[0], hard)
+    m.train()
+    seen = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        noisy, n = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
+        first = noisy[0, 0]
+        seen.add(("len", int(n[0])))
+        seen.add(("a", "best" if torch.equal(first, E[5]) else "next" if torch.equal(first, E[6]) else "other"))
+        assert int(n[1]) == 1  # a clip's only run is never dropped
+    assert {("len", 1), ("len", 2), ("a", "best"), ("a", "next")} <= seen
+
 
 def test_ctc_soft_trains_the_projector_through_the_lm_loss():
     m = _soft_model()

@@ -66,6 +66,9 @@ class HearConfig(Config):
     feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
                                   "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
+    feed_noise: float = help_field(0.0, "ctc_soft, training only: probability that a compressed run is corrupted, "
+                                        "half of them by reading its next-best tokens instead, half by dropping it "
+                                        "(the LM learns to correct its input, not copy it)")
     ctc_vocab: str = help_field("all", "CTC output classes: all (the LM's whole vocabulary), train (the tokens of the "
                                        "training transcripts: much faster with a large vocabulary; saved in the checkpoint) "
                                        "or common (the ctc_vocab_size most frequent BPE tokens, i.e. the lowest ids; rarer "
@@ -89,6 +92,8 @@ class HearConfig(Config):
             raise ConfigError(f"ctc_vocab_size must be at least 2, got {self.ctc_vocab_size}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
+        if not 0 <= self.feed_noise < 1:
+            raise ConfigError(f"feed_noise must be in [0, 1), got {self.feed_noise}")
 
 
 def _pad(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
@@ -353,7 +358,8 @@ class AudioLM(nn.Module):
         compressor of Speech-LLaMA); each remaining run becomes the mixture of the LM's input embeddings
         of its ``soft_top_k`` most likely tokens, weighted by the run's mean posterior. The LM thus reads
         vectors from its own embedding space, and the LM loss still trains the projector through the
-        weights. A clip with no non-blank frame keeps its least blank frame.
+        weights. A clip with no non-blank frame keeps its least blank frame. In training, ``feed_noise``
+        corrupts runs at random (next-best tokens instead of the best, or the run dropped).
         """
         logp = self.ctc_log_probs(audio)  # B, T', K+1 (blank last)
         E = self.lm.get_input_embeddings().weight  # V, H
@@ -372,7 +378,17 @@ class AudioLM(nn.Module):
             runs, inverse = torch.unique(run[keep], return_inverse=True)  # G runs kept
             probs = logp[b, :n][keep, :blank].exp()  # F, V (kept frames, blank excluded)
             mean = torch.zeros(len(runs), blank, dtype=probs.dtype, device=probs.device).index_add_(0, inverse, probs)
-            weights, idx = mean.topk(min(self.config.soft_top_k, blank), dim=-1)  # G, k
+            k = min(self.config.soft_top_k, blank)
+            noise = self.config.feed_noise if self.training else 0.0
+            weights, idx = mean.topk(min(k + (noise > 0), blank), dim=-1)  # G, k (+1 when noising)
+            if noise > 0:  # corrupt runs as the projector errs on unseen audio: confusions and deletions
+                u = torch.rand(len(runs), device=mean.device)
+                shift = (u < noise / 2) & (weights.shape[1] > k)
+                weights = torch.where(shift[:, None], weights[:, 1:], weights[:, :k])  # a confusion: next-best tokens
+                idx = torch.where(shift[:, None], idx[:, 1:], idx[:, :k])
+                kept = ~((u >= noise / 2) & (u < noise))  # a deletion
+                if kept.any():
+                    weights, idx = weights[kept], idx[kept]
             weights = weights / weights.sum(-1, keepdim=True)
             out.append(torch.einsum("gk,gkh->gh", weights.to(E.dtype), E[self.ctc_vocab[idx]]).to(audio.dtype))  # G, H
         new_lengths = torch.tensor([len(o) for o in out], device=audio.device)
