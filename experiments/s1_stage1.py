@@ -58,9 +58,12 @@ def main() -> int:
            "ctc_vocab_size": len(model.ctc_vocab), "ctc_wer": wer(refs, hyps), "n": len(rows),
            "hypotheses": dict(zip([r.id for r in rows], hyps))}
     if a.stage == 2:
+        from auralm.evaluation.cli import TRANSCRIPT_TOKENS_PER_AUDIO
         from auralm.inference import transcribe
+        from auralm.inference.generate import GenerationConfig
 
-        lm_hyps = transcribe(model, wavs, None, None, batch_size=8, desc="eval")
+        gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)  # as `auralm eval` decodes
+        lm_hyps = transcribe(model, wavs, None, gen, batch_size=8, desc="eval")
         res.update(lm_wer=wer(refs, lm_hyps), lm_hypotheses=dict(zip([r.id for r in rows], lm_hyps)))
     (out / "probe.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if "hypotheses" not in k}, indent=2))

@@ -113,6 +113,30 @@ def test_loop_guard_stops_a_runaway_row(fitted):
     assert unguarded == [" ".join([one_copy] * 30).strip()] * 3 or all(len(u) > 20 * len(one_copy) for u in unguarded)
 
 
+def test_answers_capped_per_audio_position(fitted):
+    model, b = fitted
+    vocab = " the cat sat on a mat and dog ran to big red sun in sky with blue sea by old tree".split(" ")[1:]
+    words = [ids[0] for w in vocab if len(ids := model.tokenizer(" " + w)["input_ids"]) == 1]
+    assert len(words) >= 10
+
+    def ramble(module, args, kwargs, out):  # a different ordinary token at every step: no exact loop
+        step = len(calls)
+        calls.append(1)
+        out.logits[..., words[step % len(words)]] += 1e4
+        return out
+
+    calls: list[int] = []
+    handle = model.lm.register_forward_hook(ramble, with_kwargs=True)
+    try:
+        capped = model.generate(b, GenerationConfig(max_new_tokens=30, max_new_per_audio=0.5))
+    finally:
+        handle.remove()
+    x = model.build_inputs(b, answers=False, left_pad=True)
+    budgets = [min(30, -(-int(n) // 2) + 8) for n in x["lm_audio_lengths"]]
+    got = [len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in capped]
+    assert budgets != [30] * 3 and got == budgets
+
+
 def test_cross_gate_zero_generates_like_the_plain_lm():
     """At gate zero the cross model's greedy tokens are transformers' own GPT-2's."""
     from transformers import GPT2LMHeadModel

@@ -73,6 +73,10 @@ def test_chat_example_ends_with_im_end(llama):
     assert [i for i in labels if i != -100] == tok("a cat", add_special_tokens=False)["input_ids"] + [im_end]
     # the user turn's own <|im_end|> is not a label
     assert labels[ids.index(im_end)] == -100
+    # a system message goes first when given (None: the template's default, here none)
+    sys_ids, sys_labels = build_example(tok, "Transcribe.", 2, "a cat", system="Be exact.")
+    assert tok.decode(sys_ids).startswith("<|im_start|>system\nBe exact.<|im_end|>\n<|im_start|>user\n")
+    assert [i for i in sys_labels if i != -100] == [i for i in labels if i != -100]
 
 
 def test_placeholder_errors(gpt2):

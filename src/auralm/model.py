@@ -75,6 +75,8 @@ class HearConfig(Config):
                                        "tokens in targets are spelled with them, so unseen words stay reachable)")
     ctc_vocab_size: int = help_field(8192, "ctc_vocab=common: how many of the lowest (most frequent) token ids")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
+    system: str | None = help_field(None, "chat system message (null: the chat template's default; a short one "
+                                          "saves tokens: SmolLM2's default persona is 20 tokens per example)")
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA settings (stage 2)"})
 
     def validate(self) -> None:
@@ -92,6 +94,8 @@ class HearConfig(Config):
             raise ConfigError(f"ctc_vocab_size must be at least 2, got {self.ctc_vocab_size}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ConfigError(f"system must be a string or null, got {self.system!r}")
         if not 0 <= self.feed_noise < 1:
             raise ConfigError(f"feed_noise must be in [0, 1), got {self.feed_noise}")
 
@@ -264,7 +268,8 @@ class AudioLM(nn.Module):
         lm_audio, lm_lengths = self.ctc_compress(audio, audio_lengths) if self.config.feed == "ctc_soft" else (audio, audio_lengths)
         n_audio = lm_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
         examples = [
-            build_example(self.tokenizer, p, n, texts[i] if texts is not None else None) for i, (p, n) in enumerate(zip(prompts, n_audio))
+            build_example(self.tokenizer, p, n, texts[i] if texts is not None else None, self.config.system)
+            for i, (p, n) in enumerate(zip(prompts, n_audio))
         ]
         ids = _pad([e[0] for e in examples], self.pad_token_id, left_pad).to(self.device)  # B, L
         labels = _pad([e[1] for e in examples], -100, left_pad).to(self.device)  # B, L
@@ -273,7 +278,8 @@ class AudioLM(nn.Module):
         embeds = self.lm.get_input_embeddings()(lookup)  # B, L, H
         if self.config.connector.kind == "prefix":
             embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
-        return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths}
+        return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths,
+                "lm_audio_lengths": lm_lengths}
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -7,7 +7,9 @@
   deterministic derangement: no row keeps its own), scored against the row's own text. A model that
   uses the audio gets far worse; one that ignores it scores the same;
 * ``whisper_wer`` / ``whisper_cer``: Whisper's own decoder on the same clips when the model's encoder is
-  a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it).
+  a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it);
+* ``generation``: the decoding settings. Greedy by default, with the loop guard and each hypothesis
+  capped at 2 tokens per audio position the LM reads, plus 8 (``--max-new-per-audio``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return perm
 
 
+# a transcript is about as long as its audio: at most 2 tokens per audio position the LM reads (+8)
+TRANSCRIPT_TOKENS_PER_AUDIO = 2.0
+
+
 def _score(refs: list[str], hyps: list[str], metric: Any) -> float | None:
     try:
         return metric(refs, hyps)
@@ -50,7 +56,9 @@ def evaluate(model: Any, manifest: str | Path | list[Row], split: str | None = "
     """Score ``model`` (an AudioLM) on the rows of ``split`` (None: all rows); see the module docstring."""
     from auralm.data.audio import load_audio
     from auralm.inference import transcribe
+    from auralm.inference.generate import GenerationConfig
 
+    gen = gen or GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)
     rows = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
     what = str(manifest) if isinstance(manifest, (str, Path)) else "manifest"
     rows = select_split(rows, split, what)
@@ -61,7 +69,7 @@ def evaluate(model: Any, manifest: str | Path | list[Row], split: str | None = "
     refs = [r.text or "" for r in rows]
     hyps = transcribe(model, wavs, prompt, gen, batch_size=batch_size, desc="eval")
     result: dict[str, Any] = {"n": len(rows), "split": split, "wer": _score(refs, hyps, wer),
-                              "cer": _score(refs, hyps, cer)}
+                              "cer": _score(refs, hyps, cer), "generation": gen.to_dict()}
     if len(rows) >= 2:
         perm = derangement(len(rows), seed)
         shuffled = transcribe(model, [wavs[j] for j in perm], prompt, gen, batch_size=batch_size, desc="eval shuffled")
@@ -98,6 +106,9 @@ def eval_cli(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="clips per generate call")
     parser.add_argument("--no-whisper", action="store_true", help="skip the Whisper baseline")
     parser.add_argument("--max-new-tokens", type=int, help="longest hypothesis in tokens")
+    parser.add_argument("--max-new-per-audio", type=float, default=TRANSCRIPT_TOKENS_PER_AUDIO,
+                        help="cap each hypothesis at this many tokens per audio position the LM reads, plus 8 "
+                             f"(default {TRANSCRIPT_TOKENS_PER_AUDIO}; 0: no cap)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit <= 0:
         raise ManifestError(f"--limit must be positive, got {args.limit}")
@@ -108,7 +119,8 @@ def eval_cli(argv: list[str]) -> int:
     from auralm.inference import load_checkpoint
     from auralm.inference.generate import GenerationConfig
 
-    gen = GenerationConfig.from_dict({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})
+    gen = GenerationConfig.from_dict({"max_new_per_audio": args.max_new_per_audio,
+                                      **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})})
     model = load_checkpoint(args.checkpoint)
     result = {"checkpoint": str(model.checkpoint_dir), "manifest": str(args.manifest),
               **evaluate(model, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,

@@ -6,7 +6,10 @@ The prompts (with the audio spliced in, for the prefix family) are embedded once
 reuses its KV cache for every new token (``use_cache=False`` recomputes the prefix at every step, for
 benchmarks). A row whose last ``p`` tokens (``p <= max_loop_period``) have repeated ``max_repeats`` times
 in a row is stopped and the repeats dropped (one copy kept): small LMs fall into loops such as
-"successive successive successive ..." that would otherwise run to ``max_new_tokens``. For the cross family the projected audio is made visible to the hooked cross-attention
+"successive successive successive ..." that would otherwise run to ``max_new_tokens``. With
+``max_new_per_audio`` > 0 each row also ends after that many tokens per audio position the LM reads
+(+8): a transcript is about as long as its audio, so a rambling row is cut ("the week one, the week
+two, ..." is no exact loop). For the cross family the projected audio is made visible to the hooked cross-attention
 blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
 ``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
 """
@@ -14,6 +17,7 @@ blocks for the duration of the call; beam search expands the batch by ``num_beam
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from auralm.config import Config, help_field
@@ -36,12 +40,17 @@ class GenerationConfig(Config):
     max_repeats: int = help_field(4, "stop a row whose last p tokens repeated this many times in a row, and keep "
                                      "one copy (a loop guard; 0: off)")
     max_loop_period: int = help_field(16, "longest repeated span (tokens) the loop guard looks for")
+    max_new_per_audio: float = help_field(0.0, "cap each row's answer at this many tokens per audio position the "
+                                               "LM reads, plus 8 (a transcript is about as long as its audio; "
+                                               "0: no cap beyond max_new_tokens)")
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.top_k < 0:
             raise ConfigError(f"need num_beams >= 1, max_new_tokens >= 1, top_k >= 0; got {self.num_beams}, {self.max_new_tokens}, {self.top_k}")
+        if self.max_new_per_audio < 0:
+            raise ConfigError(f"max_new_per_audio must be >= 0, got {self.max_new_per_audio}")
         if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
             raise ConfigError(f"need max_repeats 0 (off) or >= 2 and max_loop_period >= 1; got {self.max_repeats}, "
                               f"{self.max_loop_period}")
@@ -80,20 +89,22 @@ def loop_length(row: list[int], repeats: int, max_period: int) -> int:
     return 0
 
 
-def _loop_guard(gen: GenerationConfig, eos_id: int) -> Any:
-    """A transformers logits processor that forces the end token on rows caught in a loop."""
+def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None) -> Any:
+    """A transformers logits processor that forces the end token on rows caught in a loop or over budget."""
     import torch
     from transformers import LogitsProcessor
 
-    class LoopGuard(LogitsProcessor):
+    class Guard(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            beams = input_ids.shape[0] // len(budgets) if budgets else 1  # beam search: rows b*beams ...
             for b, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
-                if loop_length(row, gen.max_repeats, gen.max_loop_period):
+                over = budgets is not None and len(row) >= budgets[b // beams]
+                if over or loop_length(row, gen.max_repeats, gen.max_loop_period):
                     scores[b] = torch.finfo(scores.dtype).min
                     scores[b, eos_id] = 0.0
             return scores
 
-    return LoopGuard()
+    return Guard()
 
 
 def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None) -> list[str]:
@@ -105,7 +116,9 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
     with torch.no_grad():
         x = model.build_inputs(batch, answers=False, left_pad=True)
         with model.audio_context(x["audio"], x["audio_lengths"]):
-            guard = [_loop_guard(gen, model.end_token_id)] if gen.max_repeats else []
+            budgets = ([math.ceil(gen.max_new_per_audio * int(n)) + 8 for n in x["lm_audio_lengths"]]
+                       if gen.max_new_per_audio else None)
+            guard = [_guard(gen, model.end_token_id, budgets)] if gen.max_repeats or budgets else []
             out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
                                     logits_processor=guard)  # B, new
     texts = []

@@ -7,7 +7,7 @@ Public API::
     lm_revision(name, seed=0) -> str                                    # hub revision, or a hash for tiny LMs
     add_audio_token(tokenizer) -> int                                   # idempotent; the placeholder's id
     end_token_id(tokenizer) -> int                                      # <|im_end|> with a ChatML template, else eos
-    build_example(tokenizer, prompt, n_audio, answer=None) -> (input_ids, labels)
+    build_example(tokenizer, prompt, n_audio, answer=None, system=None) -> (input_ids, labels)
     text_ids(tokenizer, text) -> list[int]                              # mid-sentence ids (CTC targets)
     decoder_layers(model) -> nn.ModuleList                              # the LM's decoder blocks, in order
 
@@ -186,7 +186,7 @@ def text_ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def build_example(
-    tokenizer: Any, prompt: str, n_audio: int, answer: str | None = None
+    tokenizer: Any, prompt: str, n_audio: int, answer: str | None = None, system: str | None = None
 ) -> tuple[list[int], list[int]]:
     """Token ids and labels of one example: the prompt with ``n_audio`` audio placeholders, then the answer.
 
@@ -196,6 +196,8 @@ def build_example(
     With a chat template the prompt is the user turn and the answer the assistant turn; otherwise the
     text is ``prompt + "\\n" + answer``. Labels are -100 everywhere except the answer tokens and the
     end token (:func:`end_token_id`). ``answer=None`` gives the generation prompt (labels all -100).
+    ``system`` is the chat's system message (``None``: the template's own default, e.g. SmolLM2's
+    20-token persona; ``""`` an empty one).
     """
     count = prompt.count(AUDIO_TOKEN)
     if count > 1 or (count and n_audio == 0):
@@ -206,7 +208,8 @@ def build_example(
     if n_audio > 0 and count == 0:
         prompt = f"{AUDIO_TOKEN}\n{prompt}"
     if _is_chat(tokenizer):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        turns = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     else:
         text = prompt + "\n"
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
