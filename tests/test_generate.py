@@ -137,6 +137,21 @@ def test_answers_capped_per_audio_position(fitted):
     assert budgets != [30] * 3 and got == budgets
 
 
+def test_guard_biases_copies_and_ends_rows():
+    from auralm.inference.generate import _guard
+
+    gen = GenerationConfig(copy_bias=10.0, max_repeats=2)
+    guard = _guard(gen, eos_id=0, budgets=[3, 9], copy=[[3, 5, 3], [7]])
+    generated = torch.tensor([[1, 2], [4, 4]])  # row 1 ends with 2 copies of [4]: a loop
+    scores = guard(generated, torch.zeros(2, 10))
+    assert scores[0].tolist() == [0, 0, 0, 10, 0, 10, 0, 0, 0, 0]  # its audio tokens 3 and 5, once each
+    assert scores[1].argmax() == 0 and scores[1, 7] < -1e30  # the loop forces the end token
+    over = guard(torch.tensor([[1, 2, 6], [1, 2, 6]]), torch.zeros(2, 10))  # row 0 reached its budget of 3
+    assert over[0].argmax() == 0 and over[1, 7] == 10.0
+    beams = guard(torch.tensor([[1], [2], [1], [2]]), torch.zeros(4, 10))  # 2 beams per row
+    assert beams[1, 5] == 10.0 and beams[2, 7] == 10.0 and beams[2, 5] == 0.0
+
+
 def test_cross_gate_zero_generates_like_the_plain_lm():
     """At gate zero the cross model's greedy tokens are transformers' own GPT-2's."""
     from transformers import GPT2LMHeadModel

@@ -265,7 +265,11 @@ class AudioLM(nn.Module):
             raise ConfigError("training needs batch['texts'] (the answers)")
         if len(prompts) != B or (texts is not None and len(texts) != B):
             raise ConfigError(f"{B} audio clips but {len(prompts)} prompts and {len(texts or [])} texts")
-        lm_audio, lm_lengths = self.ctc_compress(audio, audio_lengths) if self.config.feed == "ctc_soft" else (audio, audio_lengths)
+        fed_ids = None
+        if self.config.feed == "ctc_soft":
+            lm_audio, lm_lengths, fed_ids = self.ctc_compress(audio, audio_lengths, return_ids=True)
+        else:
+            lm_audio, lm_lengths = audio, audio_lengths
         n_audio = lm_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
         examples = [
             build_example(self.tokenizer, p, n, texts[i] if texts is not None else None, self.config.system)
@@ -279,7 +283,7 @@ class AudioLM(nn.Module):
         if self.config.connector.kind == "prefix":
             embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
         return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths,
-                "lm_audio_lengths": lm_lengths}
+                "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids}
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -357,8 +361,9 @@ class AudioLM(nn.Module):
             return self._ctc_classes([p for i, h in zip(ids, hit.tolist()) for p in ([i] if h else self._spell(i))])
         return pos[hit]
 
-    def ctc_compress(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def ctc_compress(self, audio: torch.Tensor, lengths: torch.Tensor, return_ids: bool = False) -> Any:
         """``(B, T', H)`` -> ``(B, N, H)`` + lengths: CTC-compressed frames as soft LM token embeddings.
+        With ``return_ids``, also each row's LM token ids (the most likely token of every run fed).
 
         Frames whose best CTC class is the blank are dropped and runs of one class are merged (the CTC
         compressor of Speech-LLaMA); each remaining run becomes the mixture of the LM's input embeddings
@@ -371,7 +376,7 @@ class AudioLM(nn.Module):
         E = self.lm.get_input_embeddings().weight  # V, H
         blank = len(self.ctc_vocab)
         best = logp.argmax(-1)  # B, T'
-        out = []
+        out, fed_ids = [], []
         for b, n in enumerate(lengths.tolist()):
             seq = best[b, :n]  # n
             starts = torch.ones_like(seq, dtype=torch.bool)
@@ -396,12 +401,13 @@ class AudioLM(nn.Module):
                 if kept.any():
                     weights, idx = weights[kept], idx[kept]
             weights = weights / weights.sum(-1, keepdim=True)
+            fed_ids.append(self.ctc_vocab[idx[:, 0]].tolist())
             out.append(torch.einsum("gk,gkh->gh", weights.to(E.dtype), E[self.ctc_vocab[idx]]).to(audio.dtype))  # G, H
         new_lengths = torch.tensor([len(o) for o in out], device=audio.device)
         padded = audio.new_zeros(len(out), int(new_lengths.max()), audio.shape[-1])  # B, N, H
         for b, o in enumerate(out):
             padded[b, : len(o)] = o
-        return padded, new_lengths
+        return (padded, new_lengths, fed_ids) if return_ids else (padded, new_lengths)
 
     @torch.no_grad()
     def ctc_greedy_decode(self, batch: dict[str, Any]) -> list[str]:

@@ -40,6 +40,8 @@ class GenerationConfig(Config):
     max_repeats: int = help_field(4, "stop a row whose last p tokens repeated this many times in a row, and keep "
                                      "one copy (a loop guard; 0: off)")
     max_loop_period: int = help_field(16, "longest repeated span (tokens) the loop guard looks for")
+    copy_bias: float = help_field(0.0, "feed=ctc_soft: add this to the logits of the tokens the LM reads as audio "
+                                       "(the projector's transcript), so it copies them rather than paraphrase; 0: off")
     max_new_per_audio: float = help_field(0.0, "cap each row's answer at this many tokens per audio position the "
                                                "LM reads, plus 8 (a transcript is about as long as its audio; "
                                                "0: no cap beyond max_new_tokens)")
@@ -49,6 +51,8 @@ class GenerationConfig(Config):
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.num_beams < 1 or self.max_new_tokens < 1 or self.top_k < 0:
             raise ConfigError(f"need num_beams >= 1, max_new_tokens >= 1, top_k >= 0; got {self.num_beams}, {self.max_new_tokens}, {self.top_k}")
+        if self.copy_bias < 0:
+            raise ConfigError(f"copy_bias must be >= 0, got {self.copy_bias}")
         if self.max_new_per_audio < 0:
             raise ConfigError(f"max_new_per_audio must be >= 0, got {self.max_new_per_audio}")
         if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
@@ -89,15 +93,21 @@ def loop_length(row: list[int], repeats: int, max_period: int) -> int:
     return 0
 
 
-def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None) -> Any:
-    """A transformers logits processor that forces the end token on rows caught in a loop or over budget."""
+def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None, copy: list[list[int]] | None) -> Any:
+    """A transformers logits processor: the end token for rows caught in a loop or over budget, and
+    ``copy_bias`` on each row's audio tokens."""
     import torch
     from transformers import LogitsProcessor
 
+    rows = len(budgets) if budgets else len(copy) if copy else 1
+    bias = [torch.tensor(sorted(set(ids)), dtype=torch.long) for ids in copy] if copy else None
+
     class Guard(LogitsProcessor):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            beams = input_ids.shape[0] // len(budgets) if budgets else 1  # beam search: rows b*beams ...
+            beams = max(1, input_ids.shape[0] // rows)  # beam search: rows b*beams ... b*beams+beams-1
             for b, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
+                if bias is not None and len(bias[b // beams]):
+                    scores[b, bias[b // beams].to(scores.device)] += gen.copy_bias
                 over = budgets is not None and len(row) >= budgets[b // beams]
                 if over or loop_length(row, gen.max_repeats, gen.max_loop_period):
                     scores[b] = torch.finfo(scores.dtype).min
@@ -118,7 +128,8 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
         with model.audio_context(x["audio"], x["audio_lengths"]):
             budgets = ([math.ceil(gen.max_new_per_audio * int(n)) + 8 for n in x["lm_audio_lengths"]]
                        if gen.max_new_per_audio else None)
-            guard = [_guard(gen, model.end_token_id, budgets)] if gen.max_repeats or budgets else []
+            copy = x["lm_audio_ids"] if gen.copy_bias and x.get("lm_audio_ids") is not None else None
+            guard = [_guard(gen, model.end_token_id, budgets, copy)] if gen.max_repeats or budgets or copy else []
             out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
                                     logits_processor=guard)  # B, new
     texts = []
