@@ -30,7 +30,7 @@ def main() -> None:
     from auralm.training.loop import index_stream
 
     run = Path(args.run)
-    model = load_checkpoint(run / "stage1" / "latest").train()
+    model = load_checkpoint(run / "stage1").train()
     model.lm.eval()
     rows = [r for r in read_manifest(run / "corpus" / "manifest.jsonl") if r.split == "train"]
     cache = EmbeddingCache(run / "embeddings", model.encoder.name, model.encoder.revision)

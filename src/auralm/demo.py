@@ -42,7 +42,7 @@ class DemoConfig(Config):
 
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
-    n_clips: int = help_field(3000, "clips in the synthetic corpus")
+    n_clips: int = help_field(6000, "clips in the synthetic corpus")
     test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
     valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
     encoder: str = help_field("whisper-tiny.en", "audio encoder to cache (must match the train preset's)")
@@ -58,6 +58,8 @@ class DemoConfig(Config):
     train_overrides: list = help_field([], "extra key=value overrides for both stages (e.g. optim.lr=5e-4)")
     stage1_overrides: list = help_field([], "key=value overrides for stage 1 only (e.g. model.lm_weight=0: CTC warm-up)")
     stage2_overrides: list = help_field([], "key=value overrides for stage 2 only (e.g. model.feed=ctc_soft)")
+    copy_bias: float = help_field(0.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
+                                       "(feed=ctc_soft; `auralm eval --copy-bias` gives the same)")
 
     def validate(self) -> None:
         from auralm.errors import ConfigError
@@ -245,8 +247,9 @@ def _report(out: Path, metrics: dict) -> None:
 
 
 def run(cfg: DemoConfig) -> dict:
-    from auralm.evaluation.cli import evaluate
+    from auralm.evaluation.cli import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate
     from auralm.inference import load_checkpoint
+    from auralm.inference.generate import GenerationConfig
     from auralm.io import atomic_dir
 
     out = Path(cfg.out)
@@ -268,7 +271,8 @@ def run(cfg: DemoConfig) -> dict:
     _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
     model = load_checkpoint(out / "checkpoint")
     limit = cfg.max_eval_clips or None
-    metrics["eval"] = evaluate(model, manifest, split="test", limit=limit)
+    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
+    metrics["eval"] = evaluate(model, manifest, split="test", limit=limit, gen=gen)
     if model.config.ctc_weight > 0:
         from auralm.data.audio import load_audio
         from auralm.evaluation import wer

@@ -9,7 +9,8 @@
 * ``whisper_wer`` / ``whisper_cer``: Whisper's own decoder on the same clips when the model's encoder is
   a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it);
 * ``generation``: the decoding settings. Greedy by default, with the loop guard and each hypothesis
-  capped at 2 tokens per audio position the LM reads, plus 8 (``--max-new-per-audio``).
+  capped at 2 tokens per audio position the LM reads, plus 8 (``--max-new-per-audio``); ``--copy-bias``
+  favours the tokens a ``feed=ctc_soft`` model reads as audio.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def eval_cli(argv: list[str]) -> int:
     parser.add_argument("--max-new-per-audio", type=float, default=TRANSCRIPT_TOKENS_PER_AUDIO,
                         help="cap each hypothesis at this many tokens per audio position the LM reads, plus 8 "
                              f"(default {TRANSCRIPT_TOKENS_PER_AUDIO}; 0: no cap)")
+    parser.add_argument("--copy-bias", type=float, default=0.0,
+                        help="logit bonus on the tokens the LM reads as audio (feed=ctc_soft checkpoints; 0: off)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit <= 0:
         raise ManifestError(f"--limit must be positive, got {args.limit}")
@@ -119,7 +122,7 @@ def eval_cli(argv: list[str]) -> int:
     from auralm.inference import load_checkpoint
     from auralm.inference.generate import GenerationConfig
 
-    gen = GenerationConfig.from_dict({"max_new_per_audio": args.max_new_per_audio,
+    gen = GenerationConfig.from_dict({"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias,
                                       **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})})
     model = load_checkpoint(args.checkpoint)
     result = {"checkpoint": str(model.checkpoint_dir), "manifest": str(args.manifest),
