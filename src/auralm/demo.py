@@ -241,6 +241,11 @@ def _report(out: Path, metrics: dict) -> None:
         lines.append(f"| Whisper tiny.en's own decoder | {ev['whisper_wer']:.3f} | {ev['whisper_cer']:.3f} |")
     if metrics.get("ctc_wer") is not None:
         lines.append(f"| the projector's own CTC decoding | {metrics['ctc_wer']:.3f} | - |")
+    gen = ev.get("generation", {})
+    lines += ["", f"Decoding: {gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
+              f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm eval "
+              f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']} "
+              f"--copy-bias {gen.get('copy_bias', 0)}`."]
     lines += ["", f"Training: stage 1 {metrics['stages']['stage1']}, stage 2 {metrics['stages'].get('stage2')}.",
               "", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
