@@ -25,8 +25,11 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--n", type=int, default=100)
+    p.add_argument("--manifest", default="", help="train on this manifest instead of the demo's (its valid and test "
+                                                  "splits must be the demo's; scoring always reads the demo's test clips)")
     p.add_argument("--stage", type=int, default=1, choices=(1, 2))
     p.add_argument("--init-from", default="", help="stage 2: the stage-1 checkpoint")
+    p.add_argument("--copy-bias", default="0", help="stage 2: comma-separated copy_bias values to score the LM with")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
 
@@ -40,7 +43,7 @@ def main() -> int:
     demo, out = Path(a.demo), Path(a.out)
     d = load_preset("demo")
     manifest = demo / "corpus" / "manifest.jsonl"  # what the demo trains on (prepared.jsonl is only a check)
-    overrides = [f"out={out}", f"data.manifest={manifest}", f"data.cache_dir={demo / 'embeddings'}",
+    overrides = [f"out={out}", f"data.manifest={a.manifest or manifest}", f"data.cache_dir={demo / 'embeddings'}",
                  f"model.encoder={d['encoder']}", f"optim.max_steps={a.steps}", f"optim.max_minutes={a.minutes}",
                  f"stage={a.stage}", f"model.lora.r={d['lora_r'] if a.stage == 2 else 0}", *d["train_overrides"],
                  *d[f"stage{a.stage}_overrides"], *([f"init_from={a.init_from}"] if a.init_from else []), *a.overrides]
@@ -62,9 +65,11 @@ def main() -> int:
         from auralm.inference import transcribe
         from auralm.inference.generate import GenerationConfig
 
-        gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)  # as `auralm eval` decodes
-        lm_hyps = transcribe(model, wavs, None, gen, batch_size=8, desc="eval")
-        res.update(lm_wer=wer(refs, lm_hyps), lm_hypotheses=dict(zip([r.id for r in rows], lm_hyps)))
+        for k, bias in enumerate(float(b) for b in a.copy_bias.split(",")):
+            gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=bias)  # as `auralm eval`
+            lm_hyps = transcribe(model, wavs, None, gen, batch_size=8, desc=f"eval copy_bias {bias:g}")
+            tag = "" if k == 0 else f"_copy_bias_{bias:g}"
+            res.update({f"lm_wer{tag}": wer(refs, lm_hyps), f"lm_hypotheses{tag}": dict(zip([r.id for r in rows], lm_hyps))})
     (out / "probe.json").write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if "hypotheses" not in k}, indent=2))
     return 0

@@ -277,3 +277,54 @@ def test_ctc_vocab_common_spells_rare_tokens_with_frequent_pieces():
     assert torch.isfinite(m({"wavs": wav, "texts": [text]})["ctc_loss"])
     with pytest.raises(AuralmError, match="ctc_vocab must be one of"):
         HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_vocab="rare")
+
+
+def test_sampled_ctc_softmax_is_unbiased_trains_and_is_off_in_eval():
+    model = tiny(ctc_weight=1.0, conn={"stack": 2}, ctc_negatives=40)
+    K = len(model.ctc_vocab)
+    flat = torch.tensor([5, 9, 5, 17])
+    classes, bias, remapped = model._sampled_classes(flat)
+    assert classes[:3].tolist() == [5, 9, 17] and remapped.tolist() == [0, 1, 0, 2]
+    assert len(set(classes.tolist())) == 43 and bias[:3].eq(0).all()
+    assert torch.allclose(bias[3:], torch.tensor((K - 3) / 40).log())
+    # the estimated partition function has the exact one as its mean
+    logits = torch.randn(K, generator=torch.Generator().manual_seed(1))
+    est = torch.stack([(logits[c] + b).exp().sum() for c, b, _ in (model._sampled_classes(flat) for _ in range(3000))])
+    assert est.mean() == pytest.approx(float(logits.exp().sum()), rel=0.03)
+    # eval mode, and a sample as large as the vocabulary, use the full softmax
+    b = batch()
+    audio, lengths = model.connector.project(b["states"], b["lengths"])
+    full = tiny(ctc_weight=1.0, conn={"stack": 2}).ctc_loss(audio, lengths, b["texts"])
+    assert torch.equal(model.eval().ctc_loss(audio, lengths, b["texts"]), full)
+    assert model.train()._sampled_classes(flat) is not None
+    assert tiny(ctc_weight=1.0, conn={"stack": 2}, ctc_negatives=K).train()._sampled_classes(flat) is None
+    # trained with the sampled softmax, the full-softmax greedy decoding learns the transcripts
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(80):
+        opt.zero_grad()
+        model.ctc_loss(*model.connector.project(b["states"], b["lengths"]), b["texts"]).backward()
+        opt.step()
+    assert model.eval().ctc_greedy_decode(b) == ["the cat sat", "a dog ran far"]
+
+
+def test_learned_ctc_head_starts_as_the_embeddings_head_trains_and_round_trips():
+    plain, learned = _soft_model(ctc_vocab="train"), _soft_model(ctc_vocab="train", ctc_head="learned")
+    texts = ["hello world", "the cat sat on the mat"]
+    for m in (plain, learned):
+        m.set_ctc_vocab(texts)
+    K = len(learned.ctc_vocab)
+    assert learned.ctc_delta.shape == (K, learned.lm_dim) and learned.ctc_bias.shape == (K,)
+    audio = torch.randn(2, 5, learned.lm_dim)
+    assert torch.equal(plain.ctc_log_probs(audio), learned.ctc_log_probs(audio))  # zero offsets at the start
+    state = learned.trainable_state_dict()
+    assert {"ctc_delta", "ctc_bias", "ctc_vocab"} <= set(state)
+    wav = [np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1] * 2
+    learned.train()({"wavs": wav, "texts": texts})["ctc_loss"].backward()
+    assert learned.ctc_delta.grad.abs().sum() > 0 and learned.ctc_bias.grad.abs().sum() > 0
+    with torch.no_grad():
+        learned.ctc_delta.add_(0.5)
+    fresh = _soft_model(ctc_vocab="train", ctc_head="learned")  # no vocabulary yet: the head comes with the state
+    fresh.load_trainable_state_dict(learned.trainable_state_dict())
+    assert torch.equal(fresh.eval().ctc_log_probs(audio), learned.eval().ctc_log_probs(audio))
+    with pytest.raises(AuralmError, match="ctc_head"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, ctc_head="mlp")

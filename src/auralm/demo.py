@@ -42,7 +42,8 @@ class DemoConfig(Config):
 
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
-    n_clips: int = help_field(6000, "clips in the synthetic corpus")
+    n_clips: int = help_field(6000, "sentence clips in the synthetic corpus")
+    word_lists: int = help_field(0, "extra training clips reading lists of common English words (docs/data.md)")
     test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
     valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
     encoder: str = help_field("whisper-tiny.en", "audio encoder to cache (must match the train preset's)")
@@ -66,6 +67,8 @@ class DemoConfig(Config):
 
         if self.n_clips < 10:
             raise ConfigError(f"n_clips must be at least 10, got {self.n_clips}")
+        if self.word_lists < 0:
+            raise ConfigError(f"word_lists must be >= 0, got {self.word_lists}")
         if not 0 < self.test_frac < 1:
             raise ConfigError(f"test_frac must be in (0, 1), got {self.test_frac}")
         if self.long_max_seconds <= 1:
@@ -115,17 +118,18 @@ def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
     from auralm.evaluation import cer, wer
     from auralm.evaluation.whisper_baseline import WhisperBaseline
 
-    _log(f"1/7 synthesising {cfg.n_clips} clips into {out / 'corpus'}")
+    _log(f"1/7 synthesising {cfg.n_clips} sentence clips and {cfg.word_lists} word lists into {out / 'corpus'}")
     manifest = synth_speech(
         SynthConfig(out=str(out / "corpus"), n=cfg.n_clips, seed=cfg.seed, test_frac=cfg.test_frac,
-                    valid_frac=cfg.valid_frac, jobs=cfg.jobs)
+                    valid_frac=cfg.valid_frac, jobs=cfg.jobs, word_lists=cfg.word_lists)
     )
     rows = read_manifest(manifest)
     splits = {s: sum(r.split == s for r in rows) for s in ("train", "valid", "test")}
     train_text = {r.text for r in rows if r.split == "train"}
     test_rows = [r for r in rows if r.split == "test"]
     leaked = sum(r.text in train_text for r in test_rows)
-    metrics["corpus"] = {"clips": len(rows), "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
+    metrics["corpus"] = {"clips": len(rows), "word_lists": sum(r.meta.get("kind") == "word_list" for r in rows),
+                         "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
                          "test_sentences_also_in_train": leaked}
     _log(f"   {len(rows)} clips, splits {splits}, {leaked} test sentences also in train")
 
@@ -229,7 +233,8 @@ def _report(out: Path, metrics: dict) -> None:
     ev, base = metrics["eval"], metrics["embed"]
     lines = [
         "# auralm demo report", "",
-        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s), splits "
+        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s, "
+        f"{metrics['corpus'].get('word_lists', 0)} of them word lists), splits "
         f"{metrics['corpus']['splits']}; {metrics['corpus']['test_sentences_also_in_train']} test sentences also in train.",
         (f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']} ({base['encoded']} clips encoded)."
          if base["encoded"] else f"Encoder cache: every clip was already cached for {base['encoder']}."), "",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -29,9 +30,10 @@ from auralm.encoders import AudioEncoder, build_audio_encoder, weights_revision
 from auralm.errors import AudioError, AuralmError, ConfigError
 from auralm.lm import add_audio_token, build_example, decoder_layers, end_token_id, load_lm, text_ids
 
-TRAINABLE_PREFIXES = ("connector.", "ctc_blank.")
+TRAINABLE_PREFIXES = ("connector.", "ctc_blank.", "ctc_delta", "ctc_bias")
 FEEDS = ("raw", "ctc_soft")
 CTC_VOCABS = ("all", "train", "common")
+CTC_HEADS = ("embeddings", "learned")
 
 
 class CheckpointMismatchError(AuralmError):
@@ -74,6 +76,13 @@ class HearConfig(Config):
                                        "or common (the ctc_vocab_size most frequent BPE tokens, i.e. the lowest ids; rarer "
                                        "tokens in targets are spelled with them, so unseen words stay reachable)")
     ctc_vocab_size: int = help_field(8192, "ctc_vocab=common: how many of the lowest (most frequent) token ids")
+    ctc_head: str = help_field("embeddings", "CTC output layer: embeddings (the LM's own input embeddings of the CTC "
+                                             "classes, frozen) or learned (those embeddings plus a trained offset and "
+                                             "bias per class, zero at the start; saved with the weights)")
+    ctc_negatives: int = help_field(0, "training only: normalise the CTC softmax over the batch's target tokens, the "
+                                       "blank and this many other CTC classes drawn at random (sampled softmax, "
+                                       "log-corrected for the classes left out): a step costs far less with a large "
+                                       "vocabulary. 0: over every class. Decoding always uses every class")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     system: str | None = help_field(None, "chat system message (null: the chat template's default; a short one "
                                           "saves tokens: SmolLM2's default persona is 20 tokens per example)")
@@ -92,6 +101,10 @@ class HearConfig(Config):
             raise ConfigError(f"ctc_vocab must be one of {', '.join(CTC_VOCABS)}, got {self.ctc_vocab!r}")
         if self.ctc_vocab_size < 2:
             raise ConfigError(f"ctc_vocab_size must be at least 2, got {self.ctc_vocab_size}")
+        if self.ctc_head not in CTC_HEADS:
+            raise ConfigError(f"ctc_head must be one of {', '.join(CTC_HEADS)}, got {self.ctc_head!r}")
+        if self.ctc_negatives < 0:
+            raise ConfigError(f"ctc_negatives must be >= 0, got {self.ctc_negatives}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
         if self.system is not None and not isinstance(self.system, str):
@@ -140,6 +153,7 @@ class AudioLM(nn.Module):
                 vocab = torch.tensor([i for i in range(min(cfg.ctc_vocab_size, self.vocab_size)) if i not in special])
             self.register_buffer("ctc_vocab", vocab)
             self._spellings: dict[int, list[int]] = {}  # out-of-vocabulary token id -> in-vocabulary pieces
+            self._make_ctc_head()
         self.has_lora = False
         if cfg.lora.r > 0:
             self.add_lora(cfg.lora)
@@ -201,6 +215,17 @@ class AudioLM(nn.Module):
             raise ConfigError("no tokens in the training transcripts for the CTC vocabulary")
         self.ctc_vocab = torch.tensor(ids, dtype=torch.long, device=self.device)
         self._forget_spellings()
+        self._make_ctc_head()
+
+    def _make_ctc_head(self) -> None:
+        """``ctc_head: learned``: a zero offset (K, H) and bias (K,) per CTC class, made once the classes are known."""
+        K = len(self.ctc_vocab)
+        if self.config.ctc_head != "learned" or K == 0:
+            return
+        if getattr(self, "ctc_delta", None) is not None and self.ctc_delta.shape[0] == K:
+            return
+        self.ctc_delta = nn.Parameter(torch.zeros(K, self.lm_dim, device=self.device))
+        self.ctc_bias = nn.Parameter(torch.zeros(K, device=self.device))
 
     def _forget_spellings(self) -> None:
         self._spellings = {}
@@ -213,6 +238,7 @@ class AudioLM(nn.Module):
         if vocab is not None and hasattr(self, "ctc_vocab"):
             self.ctc_vocab = vocab.to(self.device, torch.long)
             self._forget_spellings()
+            self._make_ctc_head()
         own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
         for key, value in state.items():
             if key in own and tuple(value.shape) != tuple(own[key].shape):
@@ -313,23 +339,60 @@ class AudioLM(nn.Module):
         return out
 
     # -- the CTC auxiliary head -------------------------------------------------------------------
-    def ctc_log_probs(self, audio: torch.Tensor) -> torch.Tensor:
-        """``(B, T', H)`` -> ``(B, T', V + 1)`` log-probs: ``audio @ E^T`` (frozen) and the learned blank (last)."""
+    def ctc_log_probs(self, audio: torch.Tensor, classes: torch.Tensor | None = None,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T', H)`` -> ``(B, T', K + 1)`` log-probs: ``audio @ E^T`` (frozen) and the learned blank (last).
+
+        ``classes`` (indices into the CTC vocabulary) restricts the softmax to those classes (then K is
+        their count), each logit plus its ``bias``: the sampled softmax of :meth:`ctc_loss`."""
         if not hasattr(self, "ctc_blank"):
             raise ConfigError("this model has no CTC head (ctc_weight is 0)")
         if self.ctc_vocab.numel() == 0:
             raise ConfigError("ctc_vocab=train, but no vocabulary was set (set_ctc_vocab) or loaded from a checkpoint")
-        E = self.lm.get_input_embeddings().weight[self.ctc_vocab]  # K, H (K = V with ctc_vocab=all)
-        logits = torch.cat([F.linear(audio, E.to(audio.dtype)), self.ctc_blank(audio).to(audio.dtype)], -1)  # B, T', K+1
+        vocab = self.ctc_vocab if classes is None else self.ctc_vocab[classes]
+        E = self.lm.get_input_embeddings().weight[vocab]  # K, H (K = V with ctc_vocab=all)
+        if getattr(self, "ctc_delta", None) is not None:  # ctc_head: learned
+            E = E + (self.ctc_delta if classes is None else self.ctc_delta[classes])
+            own = self.ctc_bias if classes is None else self.ctc_bias[classes]
+            bias = own if bias is None else bias + own
+        tokens = F.linear(audio, E.to(audio.dtype), None if bias is None else bias.to(audio.dtype))
+        logits = torch.cat([tokens, self.ctc_blank(audio).to(audio.dtype)], -1)  # B, T', K+1
         return logits.float().log_softmax(-1)
 
+    def _sampled_classes(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``ctc_negatives`` in training: (classes, their logit bias, targets re-indexed into them), or None
+        for the full softmax. The classes are every target class of the batch and ``ctc_negatives`` others
+        drawn uniformly without replacement; each drawn class stands for ``others / drawn`` classes, so
+        its logit gets ``log(others / drawn)`` (the partition function is estimated without bias)."""
+        n_neg, K = self.config.ctc_negatives, len(self.ctc_vocab)
+        if not (self.training and n_neg > 0):
+            return None
+        pos = torch.unique(flat)  # sorted
+        n_others = K - len(pos)
+        if n_others <= n_neg:
+            return None
+        free = torch.ones(K, dtype=torch.bool, device=flat.device)
+        free[pos] = False
+        others = free.nonzero().squeeze(1)
+        neg = others[torch.randperm(n_others, device=flat.device)[:n_neg]]
+        bias = torch.cat([torch.zeros(len(pos)), torch.full((n_neg,), math.log(n_others / n_neg))]).to(flat.device)
+        remap = torch.full((K,), -1, dtype=torch.long, device=flat.device)
+        remap[pos] = torch.arange(len(pos), device=flat.device)
+        return torch.cat([pos, neg]), bias, remap[flat]
+
     def ctc_loss(self, audio: torch.Tensor, audio_lengths: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        """CTC of the projected audio against each transcript's mid-sentence LM token ids (blank = V)."""
+        """CTC of the projected audio against each transcript's mid-sentence LM token ids (blank = last class)."""
         targets = [self._ctc_classes(text_ids(self.tokenizer, t)) for t in texts]
         flat = torch.cat(targets).to(audio.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=audio.device)
-        log_probs = self.ctc_log_probs(audio).transpose(0, 1)  # T', B, K+1
-        return F.ctc_loss(log_probs, flat, audio_lengths, target_lengths, blank=len(self.ctc_vocab), zero_infinity=True)
+        sampled = self._sampled_classes(flat)
+        if sampled is None:
+            log_probs = self.ctc_log_probs(audio)
+        else:
+            classes, bias, flat = sampled
+            log_probs = self.ctc_log_probs(audio, classes, bias)
+        blank = log_probs.shape[-1] - 1
+        return F.ctc_loss(log_probs.transpose(0, 1), flat, audio_lengths, target_lengths, blank=blank, zero_infinity=True)
 
     def _spell(self, token_id: int) -> list[int]:
         """An out-of-vocabulary token as CTC-vocabulary pieces: greedy longest match over its BPE string

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,6 +82,22 @@ def select_split(rows: Sequence[Row], split: str | None, what: str = "manifest")
     if not chosen:
         present = sorted({str(r.split) for r in rows})
         raise ManifestError(f"{what} has no rows in split {split!r} (splits present: {', '.join(present)})")
+    return chosen
+
+
+def source_part(rows: Sequence[Row], low: float, high: float, what: str = "manifest") -> list[Row]:
+    """The rows whose source (else id) hashes into ``[low, high)``: a deterministic part of a split that keeps
+    every clip of one sentence or recording together. ``[0, 1)`` is every row."""
+    if (low, high) == (0.0, 1.0):
+        return list(rows)
+
+    def unit(row: Row) -> float:
+        digest = hashlib.sha256(f"part:{row.source or row.id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    chosen = [r for r in rows if low <= unit(r) < high]
+    if not chosen:
+        raise ManifestError(f"{what}: no rows in the part [{low}, {high}) of {len(rows)} rows")
     return chosen
 
 
