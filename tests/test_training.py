@@ -112,6 +112,12 @@ def test_stage2_adds_lora_from_a_stage1_checkpoint(tmp_path):
     model = load_checkpoint(tmp_path / "s2")
     assert model.has_lora
     assert_same({k: v for k, v in model.trainable_state_dict().items()}, stage2, atol=0)
+    # optim.connector_lr_scale=0: LoRA trains, the stage-1 connector stays as it was
+    assert run(tmp_path, "optim.max_steps=2", "data.valid_split=", "stage=2", "model.lora.r=4",
+               "optim.connector_lr_scale=0", f"init_from={tmp_path / 's1'}", out="s2-frozen") == 0
+    frozen = weights(tmp_path / "s2-frozen")
+    assert_same({k: frozen[k] for k in stage1}, stage1, atol=0)
+    assert any(not torch.equal(frozen[k], stage2[k]) for k in frozen if "lora_B" in k)
 
 
 def test_bad_inputs_fail_before_anything_is_written(tmp_path, make_audio, capsys):

@@ -63,6 +63,8 @@ class OptimConfig(Config):
     max_minutes: float = help_field(0.0, "stop (with a checkpoint) after this many minutes of this invocation; 0: none")
     stop_after: int = help_field(0, "stop (with a checkpoint) at this step although the run is longer; 0: none")
     seed: int = help_field(0, "seed of data order, initial weights and dropout")
+    connector_lr_scale: float = help_field(1.0, "learning rate of the connector and CTC head as a multiple of lr "
+                                                "(stage 2: 0 freezes them and trains LoRA alone)")
     group_by_length: bool = help_field(False, "batch clips of similar length together (shuffled pools of 50 "
                                               "batches, each sorted by length): less padding, faster steps")
 
@@ -74,6 +76,8 @@ class OptimConfig(Config):
                 raise ConfigError(f"optim.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.warmup_steps < 0:
             raise ConfigError("optim.lr must be > 0 and weight_decay, grad_clip, warmup_steps >= 0")
+        if self.connector_lr_scale < 0:
+            raise ConfigError(f"optim.connector_lr_scale must be >= 0, got {self.connector_lr_scale}")
         if self.max_minutes < 0 or self.stop_after < 0:
             raise ConfigError("optim.max_minutes and optim.stop_after must be >= 0")
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):

@@ -200,6 +200,21 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> Any:
 
 
 # -- the loop -------------------------------------------------------------------------------------
+def parameter_groups(model: Any, lr: float, connector_scale: float) -> list[dict[str, Any]]:
+    """AdamW groups: the connector and CTC head at ``lr * connector_scale`` (frozen at 0), the rest (LoRA) at ``lr``."""
+    from auralm.model import TRAINABLE_PREFIXES
+
+    own, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (own if name.startswith(TRAINABLE_PREFIXES) else rest).append(p)
+    if connector_scale == 0:
+        for p in own:
+            p.requires_grad_(False)
+        own = []
+    return [g for g in ({"params": own, "lr": lr * connector_scale}, {"params": rest, "lr": lr}) if g["params"]]
+
+
 def fit(model: Any, cfg: Any, train_set: Any, valid_set: Any, collate: Any, accelerator: Any,
         log: Any = print) -> Path:
     """Train ``model`` (an AudioLM, encoder/LM frozen) per ``cfg`` (TrainConfig); return the final checkpoint.
@@ -216,11 +231,12 @@ def fit(model: Any, cfg: Any, train_set: Any, valid_set: Any, collate: Any, acce
     micro = per_process // cfg.optim.grad_accum
     amp = autocast_dtype(cfg.precision, device)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("the model has no trainable parameters")
+    groups = parameter_groups(model, cfg.optim.lr, cfg.optim.connector_lr_scale)
+    if not groups:
+        raise ConfigError("the model has no trainable parameters (optim.connector_lr_scale=0 freezes the connector)")
+    params = [p for g in groups for p in g["params"]]
     n_trainable = trainable_parameter_count(model)
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(
