@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-
 from collections.abc import Sequence
 from typing import Any
 
