@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from auralm.data.audio import audio_info, load_audio
-from auralm.data.manifest import Row
+from auralm.data.manifest import Row, hash_unit
 from auralm.errors import AudioError, AuralmError, ManifestError
 
 SAMPLE_RATE = 16000
@@ -89,12 +88,7 @@ def source_part(rows: Sequence[Row], low: float, high: float, what: str = "manif
     every clip of one sentence or recording together. ``[0, 1)`` is every row."""
     if (low, high) == (0.0, 1.0):
         return list(rows)
-
-    def unit(row: Row) -> float:
-        digest = hashlib.sha256(f"part:{row.source or row.id}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
-
-    chosen = [r for r in rows if low <= unit(r) < high]
+    chosen = [r for r in rows if low <= hash_unit("part", r.source or r.id) < high]
     if not chosen:
         raise ManifestError(f"{what}: no rows in the part [{low}, {high}) of {len(rows)} rows")
     return chosen

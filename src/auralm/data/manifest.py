@@ -222,12 +222,17 @@ def relative_audio(audio: str | Path, manifest_dir: str | Path) -> str:
         return str(audio)
 
 
+def hash_unit(*parts: object) -> float:
+    """A uniform number in [0, 1) from a sha256 of ``parts`` joined by ``:``: stable across Python versions and runs."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_for_source(source: str, valid: float = 0.05, test: float = 0.05, seed: int = 0) -> str:
     """Deterministic split from a hash of the source, so chunks of one recording share a split."""
     if not 0 <= valid < 1 or not 0 <= test < 1 or valid + test >= 1:
         raise ManifestError(f"split fractions must be in [0, 1) and sum below 1, got valid={valid} test={test}")
-    digest = hashlib.sha256(f"{seed}:{source}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = hash_unit(seed, source)
     if u < test:
         return "test"
     if u < test + valid:

@@ -39,7 +39,7 @@ import numpy as np
 from auralm.config import Config, apply_overrides, help_field, save_config
 from auralm.data import text_sources
 from auralm.data.audio import audio_info, is_silent, resample, write_wav
-from auralm.data.manifest import Row, split_for_source, write_manifest
+from auralm.data.manifest import Row, hash_unit, split_for_source, write_manifest
 from auralm.errors import AudioError, AuralmError, ConfigError, ToolMissingError
 from auralm.io import atomic_write_text
 from auralm.progress import progress
@@ -157,12 +157,6 @@ def match_voices(name: str, voices: list[str]) -> list[str]:
     return [v for v in voices if name in (v, v.partition(":")[2])]
 
 
-def _unit(*parts: object) -> float:
-    """A uniform number in [0, 1) from a hash of ``parts``: stable across Python versions and runs."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def _between(lo: float, hi: float, u: float) -> float:
     return lo + (hi - lo) * u
 
@@ -231,7 +225,7 @@ def plan_clips(cfg: SynthConfig, sentences: list[str]) -> list[ClipSpec]:
     if cfg.text is not None:
         order = sentences[:n]
     else:
-        pool = sorted(sentences, key=lambda s: (_unit(cfg.seed, "order", text_sources.sentence_key(s)), s))
+        pool = sorted(sentences, key=lambda s: (hash_unit(cfg.seed, "order", text_sources.sentence_key(s)), s))
         order = [pool[i % len(pool)] for i in range(n)]
     word_lists = []
     if cfg.word_lists:
@@ -244,10 +238,10 @@ def plan_clips(cfg: SynthConfig, sentences: list[str]) -> list[ClipSpec]:
         source = text_sources.sentence_id(text)
         split = split_for_source(source, cfg.valid_frac, cfg.test_frac, seed=0) if kind == "sentence" else "train"
         voices = held if held and split == "test" else train_voices
-        pick = i if cfg.text is not None else int(_unit(cfg.seed, i, "voice") * len(voices))  # --text: cycle
+        pick = i if cfg.text is not None else int(hash_unit(cfg.seed, i, "voice") * len(voices))  # --text: cycle
         voice = voices[pick % len(voices)]
         engine, _, name = voice.partition(":")
-        u_rate, u_pitch = _unit(cfg.seed, i, "rate"), _unit(cfg.seed, i, "pitch")
+        u_rate, u_pitch = hash_unit(cfg.seed, i, "rate"), hash_unit(cfg.seed, i, "pitch")
         if engine == "espeak-ng":
             rate = float(round(_between(*cfg.espeak_rate, u_rate)))
             pitch = float(round(_between(*cfg.espeak_pitch, u_pitch)))
