@@ -2,7 +2,7 @@
 
 Renders ``--clips`` espeak-ng clips (tones when espeak-ng is missing), caches their Whisper tiny.en
 states with :func:`auralm.data.embed_cache.embed_manifest`, then times the same training steps of our
-prefix :class:`auralm.model.AudioLM` fed from the cache (``states``) and from the waveforms (``wavs``:
+prefix :class:`auralm.recipes.hear.model.AudioLM` fed from the cache (``states``) and from the waveforms (``wavs``:
 the frozen encoder runs each step). Prints both step times and the speed-up::
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_cache.py [--clips 8] [--steps 3]
@@ -49,7 +49,7 @@ def main() -> None:
     from auralm.data.collate import AudioTextDataset, collate
     from auralm.data.embed_cache import EmbeddingCache, embed_manifest
     from auralm.data.manifest import read_manifest
-    from auralm.model import AudioLM, HearConfig
+    from auralm.recipes.hear.model import AudioLM, HearConfig
 
     torch.manual_seed(0)
     model = AudioLM(HearConfig.from_dict({"encoder": "whisper-tiny.en", "lm": args.lm})).train()

@@ -63,9 +63,9 @@ def main() -> int:
 
     import torch
 
+    from auralm.components.encoders import build_audio_encoder
     from auralm.data.embed_cache import EmbeddingCache, embed_manifest
     from auralm.data.manifest import read_manifest
-    from auralm.encoders import build_audio_encoder
 
     work = Path(tempfile.mkdtemp(prefix="auralm-bench-embed-"))
     try:

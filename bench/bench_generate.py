@@ -1,8 +1,8 @@
 """Generation tokens per second with and without the KV cache after the audio prefix.
 
-Our :class:`auralm.model.AudioLM` (prefix family, Whisper tiny.en states) generates exactly
+Our :class:`auralm.recipes.hear.model.AudioLM` (prefix family, Whisper tiny.en states) generates exactly
 ``--new-tokens`` tokens per clip greedily, once reusing the LM's KV cache after the prompt (what
-``auralm generate`` does) and once recomputing the whole sequence, audio prefix included, at every step.
+``auralm hear generate`` does) and once recomputing the whole sequence, audio prefix included, at every step.
 It prints both rates and their ratio::
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 .venv/bin/python bench/bench_generate.py [--lm tiny-gpt2] [--seconds 20]
@@ -17,8 +17,8 @@ import torch
 
 
 def cached(model, x: dict, new_tokens: int) -> int:
-    """What `auralm generate` runs: the LM's own generate, KV cache reused after the prompt."""
-    from auralm.inference.generate import GenerationConfig, hf_generation_config
+    """What `auralm hear generate` runs: the LM's own generate, KV cache reused after the prompt."""
+    from auralm.components.generation import GenerationConfig, hf_generation_config
 
     cfg = hf_generation_config(GenerationConfig(max_new_tokens=new_tokens), model.end_token_id, model.pad_token_id)
     cfg.min_new_tokens = new_tokens  # exactly this many tokens, so both runs do the same work
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per clip (longer: more prefix to reuse)")
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args()
-    from auralm.model import AudioLM, HearConfig
+    from auralm.recipes.hear.model import AudioLM, HearConfig
 
     torch.manual_seed(0)
     model = AudioLM(HearConfig.from_dict({"encoder": "whisper-tiny.en", "lm": args.lm})).eval()

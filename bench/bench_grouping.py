@@ -26,7 +26,7 @@ def main() -> None:
     from auralm.data.collate import AudioTextDataset, collate
     from auralm.data.embed_cache import EmbeddingCache
     from auralm.data.manifest import read_manifest
-    from auralm.inference import load_checkpoint
+    from auralm.recipes.hear.pipeline import load_checkpoint
     from auralm.training.loop import index_stream
 
     run = Path(args.run)

@@ -3,7 +3,7 @@
 For each family one optimizer step (forward, backward, AdamW) is timed on cached-embedding batches
 (``--clips`` clips of ``--seconds`` s of Whisper-tiny-shaped states, transcripts of ~20 tokens):
 
-* prefix: our :class:`auralm.model.AudioLM` vs a plain reference (``nn.Sequential`` projector and
+* prefix: our :class:`auralm.recipes.hear.model.AudioLM` vs a plain reference (``nn.Sequential`` projector and
   ``AutoModelForCausalLM(inputs_embeds=cat(audio, text))``, the way a first attempt would write it);
 * cross: our AudioLM (gated cross-attention hooked into the LM) vs ``SpeechEncoderDecoderModel``
   (GPT-2 decoder with ``add_cross_attention``, encoder outputs given) training its cross-attention only.
@@ -48,7 +48,7 @@ def time_steps(step, steps: int) -> float:
 
 
 def ours(kind: str, lm: str, batch: dict) -> tuple[nn.Module, callable]:
-    from auralm.model import AudioLM, HearConfig
+    from auralm.recipes.hear.model import AudioLM, HearConfig
 
     model = AudioLM(HearConfig.from_dict({"encoder": "whisper-tiny.en", "lm": lm, "connector": {"kind": kind}}))
     model.train()

@@ -22,8 +22,8 @@ from torch import nn
 
 from auralm.data.embed_cache import EmbeddingCache
 from auralm.data.manifest import read_manifest
-from auralm.evaluation import wer
 from auralm.hub import load_causal_lm, revision
+from auralm.metrics.text import wer
 
 CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -33,12 +33,13 @@ def main() -> int:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
 
-    from auralm.config import load_preset
+    from auralm.core.config import load_preset
     from auralm.data.audio import load_audio
     from auralm.data.manifest import read_manifest
-    from auralm.evaluation import wer
-    from auralm.inference import load_checkpoint
-    from auralm.training import config_from_preset, train
+    from auralm.metrics.text import wer
+    from auralm.recipes.hear.config import config_from_preset
+    from auralm.recipes.hear.pipeline import load_checkpoint
+    from auralm.recipes.hear.train import train
 
     demo, out = Path(a.demo), Path(a.out)
     d = load_preset("demo")
@@ -61,12 +62,12 @@ def main() -> int:
            "ctc_vocab_size": len(model.ctc_vocab), "ctc_wer": wer(refs, hyps), "n": len(rows),
            "hypotheses": dict(zip([r.id for r in rows], hyps))}
     if a.stage == 2:
-        from auralm.evaluation.cli import TRANSCRIPT_TOKENS_PER_AUDIO
-        from auralm.inference import transcribe
-        from auralm.inference.generate import GenerationConfig
+        from auralm.components.generation import GenerationConfig
+        from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO
+        from auralm.recipes.hear.pipeline import transcribe
 
         for k, bias in enumerate(float(b) for b in a.copy_bias.split(",")):
-            gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=bias)  # as `auralm eval`
+            gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=bias)  # as `auralm hear eval`
             lm_hyps = transcribe(model, wavs, None, gen, batch_size=8, desc=f"eval copy_bias {bias:g}")
             tag = "" if k == 0 else f"_copy_bias_{bias:g}"
             res.update({f"lm_wer{tag}": wer(refs, lm_hyps), f"lm_hypotheses{tag}": dict(zip([r.id for r in rows], lm_hyps))})

@@ -63,13 +63,13 @@ def main() -> int:
 
     import torch
 
-    from auralm.config import load_preset
-    from auralm.sound.cli import load_parts_tokenizer, resolve_checkpoint, tokenize_manifest
-    from auralm.sound.data import load_clips, make_digit_corpus
-    from auralm.sound.demo import make_bundle
-    from auralm.sound.evaluate import codebook_usage, judge_accuracy
-    from auralm.sound.train_gpt import TrainGPTConfig, train_gpt
-    from auralm.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+    from auralm.core.config import load_preset
+    from auralm.metrics.audio import codebook_usage, judge_accuracy
+    from auralm.recipes.sound.data import load_clips, make_digit_corpus
+    from auralm.recipes.sound.demo import make_bundle
+    from auralm.recipes.sound.pipeline import load_parts_tokenizer, resolve_checkpoint, tokenize_manifest
+    from auralm.recipes.sound.train_gpt import TrainGPTConfig, train_gpt
+    from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
     preset = load_preset("sound-demo")
     over = _nest(a.overrides)
@@ -112,9 +112,9 @@ def main() -> int:
 def _judge_generations(a: argparse.Namespace, bundle: Path, res: dict) -> None:
     """Judge ``a.n_generate`` generations per label of the bundle's class GPT for every guidance scale and
     temperature asked for; record each accuracy in ``res["generation"]``."""
-    from auralm.sound.cli import generate_sounds
-    from auralm.sound.evaluate import judge_accuracy
-    from auralm.sound.gpt import SamplingConfig
+    from auralm.metrics.audio import judge_accuracy
+    from auralm.recipes.sound.gpt import SamplingConfig
+    from auralm.recipes.sound.pipeline import generate_sounds
 
     labels = json.loads((bundle / "gpt" / "meta.json").read_text())["label_names"]
     for g in a.guidance:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from auralm.core.errors import AudioError, ToolMissingError
 from auralm.data.audio import (
     audio_info,
     check_audio,
@@ -18,7 +19,6 @@ from auralm.data.audio import (
     resample,
     write_wav,
 )
-from auralm.errors import AudioError, ToolMissingError
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from auralm.config import Config
-from auralm.errors import AuralmError
+from auralm.core.config import Config
+from auralm.core.errors import AuralmError
 from auralm.training.checkpoint import (
     FILES,
     check_frozen_parts,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from auralm.__main__ import main
+from auralm.core.errors import ConfigError
 from auralm.data.audio import load_audio, write_wav
 from auralm.data.chunk import (
     ChunkConfig,
@@ -24,7 +25,6 @@ from auralm.data.chunk import (
 )
 from auralm.data.manifest import read_manifest, write_manifest
 from auralm.data.timings import TimingsError, Word, read_timings
-from auralm.errors import ConfigError
 
 SR = 16000
 

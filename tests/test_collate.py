@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from auralm.core.errors import AudioError, ManifestError
 from auralm.data.collate import AudioTextDataset, check_rows, collate, select_split
 from auralm.data.manifest import read_manifest
-from auralm.errors import AudioError, ManifestError
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
 
@@ -78,8 +78,8 @@ def test_collate_pads_states_and_lists_waveforms(tmp_path):
 
 
 def test_dataset_uses_a_cache_only_when_it_holds_every_row(tmp_path):
+    from auralm.components.encoders import build_audio_encoder
     from auralm.data.embed_cache import EmbeddingCache, embed_manifest
-    from auralm.encoders import build_audio_encoder
 
     manifest = make_corpus(tmp_path)
     rows = read_manifest(manifest)
@@ -101,9 +101,9 @@ def _wav(row):
 
 
 def test_source_part_splits_by_source_disjointly():
+    from auralm.core.errors import ManifestError
     from auralm.data.collate import source_part
     from auralm.data.manifest import Row
-    from auralm.errors import ManifestError
 
     rows = [Row(id=f"c{i}", audio="a.wav", text="x", source=f"s{i // 3}") for i in range(300)]
     a, b = source_part(rows, 0.0, 0.6), source_part(rows, 0.6, 1.0)
@@ -118,8 +118,8 @@ def test_source_part_splits_by_source_disjointly():
 
 
 def test_train_range_is_checked():
-    from auralm.errors import ConfigError
-    from auralm.training.config import DataConfig
+    from auralm.core.errors import ConfigError
+    from auralm.recipes.hear.config import DataConfig
 
     assert DataConfig(train_range=[0, 0.5]).train_range == [0.0, 0.5]
     for bad in ([0.5, 0.5], [-0.1, 1], [0, 2], [0.3]):

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from auralm.config import (
+from auralm.core.config import (
     Config,
     ConfigError,
     apply_overrides,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel, LlamaForCausalLM
 
-from auralm.connectors import (
+from auralm.components.connectors import (
     ConnectorConfig,
     CrossConnector,
     GatedCrossAttention,
@@ -16,8 +16,8 @@ from auralm.connectors import (
     build_connector,
     splice_audio,
 )
-from auralm.errors import ConfigError
-from auralm.lm import decoder_layers, load_lm
+from auralm.components.lm import decoder_layers, load_lm
+from auralm.core.errors import ConfigError
 
 
 def test_stack_projector_shapes_and_padding_never_leaks():

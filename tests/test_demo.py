@@ -31,11 +31,11 @@ def test_tiny_demo_writes_checkpoint_metrics_report(tmp_path, capsys):
     assert ev["n"] >= 2 and set(ev["hypotheses"]) and ev["wer_shuffled_audio"] is not None
     assert ev["whisper_wer"] is not None and ev["whisper_wer"] < 0.5
     assert metrics["ctc_wer"] is not None
-    # the checkpoint is a stage-2 checkpoint that `auralm generate` and `auralm eval` can load
+    # the checkpoint is a stage-2 checkpoint that `auralm hear generate` and `auralm hear eval` can load
     assert (out / "checkpoint" / "trainable.safetensors").is_file()
     assert json.loads((out / "checkpoint" / "frozen_parts.json").read_text())["encoder"]["name"] == "whisper-tiny.en"
     assert (out / "report.md").read_text().startswith("# auralm demo report")
     assert (out / "loss_curves.png").stat().st_size > 1000
     capsys.readouterr()
     wav = next((out / "corpus" / "wavs").glob("*.wav"))
-    assert main(["generate", "--checkpoint", str(out / "checkpoint"), "--audio", str(wav)]) == 0
+    assert main(["hear", "generate", "--checkpoint", str(out / "checkpoint"), "--audio", str(wav)]) == 0

@@ -16,11 +16,11 @@ import torch
 from transformers import WhisperConfig
 
 from auralm.__main__ import main
+from auralm.components.encoders import build_audio_encoder
+from auralm.core.errors import AudioError, AuralmError, ConfigError
 from auralm.data.audio import file_hash, load_audio
 from auralm.data.embed_cache import EmbedConfig, EmbeddingCache, cache_key, cli, embed_manifest
 from auralm.data.manifest import read_manifest
-from auralm.encoders import build_audio_encoder
-from auralm.errors import AudioError, AuralmError, ConfigError
 
 TINY = dict(
     d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,

@@ -7,14 +7,14 @@ import pytest
 import torch
 from transformers import Wav2Vec2BertConfig, Wav2Vec2Config, WhisperConfig
 
-from auralm.encoders import (
+from auralm.components.encoders import (
     ConvEncoderConfig,
     WhisperAudioEncoder,
     build_audio_encoder,
     encoder_names,
     resolve_name,
 )
-from auralm.errors import AudioError, ConfigError, ModelNotFoundError
+from auralm.core.errors import AudioError, ConfigError, ModelNotFoundError
 
 WINDOW = 32000  # the tiny Whisper below has 100 positions = 200 mel frames = 2 s
 

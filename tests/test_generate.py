@@ -8,11 +8,11 @@ import subprocess
 import pytest
 import torch
 
-from auralm.connectors import ConnectorConfig
-from auralm.errors import ConfigError
-from auralm.inference.generate import GenerationConfig, loop_length
-from auralm.lm import build_example
-from auralm.model import AudioLM, HearConfig
+from auralm.components.connectors import ConnectorConfig
+from auralm.components.generation import GenerationConfig, loop_length
+from auralm.components.lm import build_example
+from auralm.core.errors import ConfigError
+from auralm.recipes.hear.model import AudioLM, HearConfig
 
 
 def trained(kind: str, lm: str, steps: int = 15) -> tuple[AudioLM, dict]:
@@ -138,7 +138,7 @@ def test_answers_capped_per_audio_position(fitted):
 
 
 def test_guard_biases_copies_and_ends_rows():
-    from auralm.inference.generate import _guard
+    from auralm.components.generation import _guard
 
     gen = GenerationConfig(copy_bias=10.0, max_repeats=2)
     guard = _guard(gen, eos_id=0, budgets=[3, 9], copy=[[3, 5, 3], [7]])
@@ -181,8 +181,8 @@ def test_generation_config_validates():
 @pytest.mark.slow
 def test_smollm2_prefix_forward_and_generate_on_a_real_clip(tmp_path):
     pytest.importorskip("transformers")
+    from auralm.core.errors import ModelNotFoundError
     from auralm.data.audio import load_audio
-    from auralm.errors import ModelNotFoundError
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")

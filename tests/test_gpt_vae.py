@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from auralm.errors import ConfigError
-from auralm.sound.gpt_vae import GPTVAE, GPTVAEConfig, active_units, kl_per_dim, kl_term, kl_weight
-from auralm.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, setup, train_gpt
+from auralm.core.errors import ConfigError
+from auralm.recipes.sound.gpt_vae import GPTVAE, GPTVAEConfig, active_units, kl_per_dim, kl_term, kl_weight
+from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, setup, train_gpt
 
 TINY = GPTVAEConfig(latent_dim=4, enc_layers=1, dec_layers=1, n_head=2, n_embd=32, block_size=16, dropout=0.1)
 
@@ -65,7 +65,7 @@ def test_stage2_starts_from_the_stage1_encoder_and_decoder(tmp_path):
     stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", steps=6), tokens)
     ae, _, meta = load_checkpoint(stage1)
     assert meta["stage"] == "ae"
-    from auralm.sound.train_gpt import resolve_model
+    from auralm.recipes.sound.train_gpt import resolve_model
 
     cfg2 = resolve_model(_cfg(tmp_path, "vae", stage="vae", init_from=str(stage1)), tokens)
     state = setup(cfg2)
@@ -87,7 +87,7 @@ def test_resume_restores_kl_weight_and_anneal_step(tmp_path):
     part = train_gpt(part_cfg, tokens)
     saved = torch.load(part / "state.pt", weights_only=False)
     assert saved["anneal_step"] == 6 and saved["kl_weight"] == pytest.approx(kl_weight(5, "linear", 0.5, 8))
-    from auralm.sound.train_gpt import resolve_model
+    from auralm.recipes.sound.train_gpt import resolve_model
 
     resumed_state = setup(resolve_model(part_cfg, tokens))
     assert resumed_state.anneal_step == 6 and resumed_state.kl_weight == saved["kl_weight"]

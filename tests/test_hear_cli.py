@@ -1,4 +1,4 @@
-"""`auralm generate` and `auralm eval` on a checkpoint of the tiny preset."""
+"""`auralm hear generate` and `auralm hear eval` on a checkpoint of the tiny preset."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from auralm.__main__ import main
-from auralm.evaluation.cli import derangement
+from auralm.recipes.hear.evaluate import derangement
 from test_collate import make_corpus
 
 EVAL_KEYS = {"wer", "cer", "n", "wer_shuffled_audio", "cer_shuffled_audio", "whisper_wer", "hypotheses"}
@@ -22,32 +22,32 @@ def trained(request, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp(request.param)
     manifest = make_corpus(root / "corpus")
     out = root / "run"
-    assert main(["train", "--preset", request.param, "--out", str(out), f"data.manifest={manifest}",
+    assert main(["hear", "train", "--preset", request.param, "--out", str(out), f"data.manifest={manifest}",
                  "optim.max_steps=2", "data.valid_split=", "logger=none"]) == 0
     return out, manifest
 
 
 def test_generate_prints_only_the_text(trained, capsys):
-    from auralm.inference import load_checkpoint, transcribe
-    from auralm.inference.generate import GenerationConfig
+    from auralm.components.generation import GenerationConfig
+    from auralm.recipes.hear.pipeline import load_checkpoint, transcribe
 
     out, manifest = trained
     clip = manifest.parent / "clip0.wav"
     capsys.readouterr()
-    assert main(["generate", "--checkpoint", str(out), "--audio", str(clip), "--max-new-tokens", "6"]) == 0
+    assert main(["hear", "generate", "--checkpoint", str(out), "--audio", str(clip), "--max-new-tokens", "6"]) == 0
     stdout = capsys.readouterr().out
     expected = transcribe(load_checkpoint(out), [clip], gen=GenerationConfig(max_new_tokens=6))
     assert stdout == expected[0] + "\n"  # nothing but the text
-    assert main(["generate", "--checkpoint", str(out), "--audio", str(clip), "--audio", str(clip),
+    assert main(["hear", "generate", "--checkpoint", str(out), "--audio", str(clip), "--audio", str(clip),
                  "--strategy", "sample", "--top-k", "5", "--temperature", "0.7", "--max-new-tokens", "4"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
-    assert main(["generate", "--checkpoint", str(out), "--audio", str(clip), "--strategy", "beam",
+    assert main(["hear", "generate", "--checkpoint", str(out), "--audio", str(clip), "--strategy", "beam",
                  "--num-beams", "2", "--max-new-tokens", "4"]) == 0
 
 
 def test_long_audio_is_chunked(trained, tmp_path):
-    from auralm.inference import load_checkpoint, transcribe
-    from auralm.inference.generate import GenerationConfig
+    from auralm.components.generation import GenerationConfig
+    from auralm.recipes.hear.pipeline import load_checkpoint, transcribe
 
     out, _ = trained
     model = load_checkpoint(out)
@@ -71,31 +71,31 @@ def test_generate_rejects_empty_audio(trained, tmp_path, capsys):
     out, _ = trained
     empty = tmp_path / "empty.wav"
     sf.write(str(empty), np.zeros(0, dtype=np.float32), 16000)
-    assert main(["generate", "--checkpoint", str(out), "--audio", str(empty)]) == 2
+    assert main(["hear", "generate", "--checkpoint", str(out), "--audio", str(empty)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "error" in captured.err
-    assert main(["generate", "--checkpoint", str(tmp_path), "--audio", str(empty)]) == 2
+    assert main(["hear", "generate", "--checkpoint", str(tmp_path), "--audio", str(empty)]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
 
 
 def test_eval_writes_the_promised_json(trained, tmp_path, capsys):
     out, manifest = trained
     result_path = tmp_path / "eval.json"
-    assert main(["eval", "--checkpoint", str(out), "--manifest", str(manifest), "--out", str(result_path),
+    assert main(["hear", "eval", "--checkpoint", str(out), "--manifest", str(manifest), "--out", str(result_path),
                  "--max-new-tokens", "4"]) == 0
     result = json.loads(result_path.read_text())
     assert EVAL_KEYS <= set(result)
     assert result["n"] == 2 and set(result["hypotheses"]) == {"u8", "u9"}
     assert result["whisper_wer"] is None  # conv-tiny is not a Whisper encoder
     assert result["wer"] is not None and result["wer_shuffled_audio"] is not None
-    assert main(["eval", "--checkpoint", str(out), "--manifest", str(manifest), "--split", "all", "--limit", "3",
+    assert main(["hear", "eval", "--checkpoint", str(out), "--manifest", str(manifest), "--split", "all", "--limit", "3",
                  "--out", str(tmp_path / "all.json"), "--max-new-tokens", "2"]) == 0
     assert json.loads((tmp_path / "all.json").read_text())["n"] == 3
 
 
 def test_eval_bad_input(trained, tmp_path, capsys):
     out, manifest = trained
-    assert main(["eval", "--checkpoint", str(out), "--manifest", str(manifest), "--split", "dev",
+    assert main(["hear", "eval", "--checkpoint", str(out), "--manifest", str(manifest), "--split", "dev",
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "no rows in split 'dev'" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from auralm import hub
-from auralm.errors import ModelNotFoundError
+from auralm.core.errors import ModelNotFoundError
 from auralm.hub import registry
 from auralm.hub.registry import KNOWN, ModelSpec
 

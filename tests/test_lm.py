@@ -1,11 +1,11 @@
-"""auralm.lm: tiny LMs from code, the audio placeholder, examples with masked labels, decoder layers."""
+"""auralm.components.lm: tiny LMs from code, the audio placeholder, examples with masked labels, decoder layers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from auralm.lm import (
+from auralm.components.lm import (
     AUDIO_TOKEN,
     PlaceholderError,
     add_audio_token,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from auralm.core.errors import ManifestError
 from auralm.data.manifest import Row, read_manifest, relative_audio, split_for_source, write_manifest
-from auralm.errors import ManifestError
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

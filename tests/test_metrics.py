@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auralm.evaluation import cer, edit_distance, normalize_english, wer
+from auralm.metrics.text import cer, edit_distance, normalize_english, wer
 
 
 def test_edit_distance_counts_each_operation():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from auralm.connectors import ConnectorConfig, SpliceError
-from auralm.errors import AudioError, AuralmError
-from auralm.lm import AUDIO_TOKEN, PlaceholderError, load_lm
-from auralm.model import AudioLM, CheckpointMismatchError, HearConfig, LoraConfig
+from auralm.components.connectors import ConnectorConfig, SpliceError
+from auralm.components.lm import AUDIO_TOKEN, PlaceholderError, load_lm
+from auralm.core.errors import AudioError, AuralmError
+from auralm.recipes.hear.model import AudioLM, CheckpointMismatchError, HearConfig, LoraConfig
 
 
 def tiny(kind="prefix", lm="tiny-gpt2", **kw) -> AudioLM:
@@ -139,7 +139,7 @@ def test_frozen_parts_and_bad_inputs():
         model({**b, "lengths": torch.tensor([12, 0])})
     ids = torch.tensor([[model.audio_token_id] * 2])
     with pytest.raises(SpliceError, match="2 audio placeholder positions but 3 audio frames"):
-        from auralm.connectors import splice_audio
+        from auralm.components.connectors import splice_audio
 
         splice_audio(torch.zeros(1, 2, 64), ids, torch.zeros(1, 3, 64), torch.tensor([3]), model.audio_token_id)
     with pytest.raises(AuralmError, match="texts"):
@@ -152,8 +152,8 @@ def test_loss_on_answer_columns_equals_full_logits_loss(lm, kind):
     """forward() runs the LM head on answer columns only; the loss must equal the all-positions loss."""
     import torch.nn.functional as F
 
-    from auralm.connectors import ConnectorConfig
-    from auralm.model import AudioLM, HearConfig
+    from auralm.components.connectors import ConnectorConfig
+    from auralm.recipes.hear.model import AudioLM, HearConfig
 
     torch.manual_seed(0)
     m = AudioLM(HearConfig(encoder="conv-tiny", lm=lm, connector=ConnectorConfig(kind=kind)))
@@ -171,8 +171,8 @@ def test_loss_on_answer_columns_equals_full_logits_loss(lm, kind):
 
 
 def _soft_model(**kw):
-    from auralm.connectors import ConnectorConfig
-    from auralm.model import AudioLM, HearConfig
+    from auralm.components.connectors import ConnectorConfig
+    from auralm.recipes.hear.model import AudioLM, HearConfig
 
     torch.manual_seed(0)
     return AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama", connector=ConnectorConfig(kind="prefix"),
@@ -236,8 +236,8 @@ def test_lm_weight_zero_trains_ctc_without_running_the_lm(monkeypatch):
 
 
 def test_ctc_soft_needs_a_ctc_head():
-    from auralm.errors import ConfigError
-    from auralm.model import HearConfig
+    from auralm.core.errors import ConfigError
+    from auralm.recipes.hear.model import HearConfig
 
     with pytest.raises(ConfigError, match="ctc_soft"):
         HearConfig(encoder="conv-tiny", lm="tiny-llama", feed="ctc_soft")

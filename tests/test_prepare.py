@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from auralm.__main__ import main
+from auralm.core.errors import ConfigError
 from auralm.data.manifest import read_manifest, split_for_source
 from auralm.data.prepare import PrepareConfig, PrepareError, config_path_for, prepare
-from auralm.errors import ConfigError
 
 GOOD = {"a": "hello world", "sub/b": "second  clip\n", "c": " third\tone "}
 

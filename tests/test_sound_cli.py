@@ -11,7 +11,7 @@ import soundfile as sf
 import yaml
 
 from auralm.__main__ import main
-from auralm.config import load_preset
+from auralm.core.config import load_preset
 
 TOK = ["steps=20", "eval_every=20", "batch_size=4", "crop_frames=32", "model.hidden=32", "model.codebook_size=16",
        "model.code_dim=16", "model.res_blocks=1"]
@@ -23,7 +23,7 @@ VAE = ["vae.enc_layers=1", "vae.dec_layers=1", "vae.n_embd=32", "vae.n_head=2", 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """An event manifest, a tokenizer, a class GPT and a two-stage GPT-VAE, all trained through the CLI."""
-    from auralm.sound.data import make_sound_events
+    from auralm.recipes.sound.data import make_sound_events
 
     root = tmp_path_factory.mktemp("sound")
     manifest = make_sound_events(root / "events", n_per_class=6, valid_frac=0.2, test_frac=0.2)
@@ -94,7 +94,7 @@ def test_interpolate_writes_wavs_and_spectrograms_and_rejects_short_clips(traine
 
 
 def test_bundle_serves_generate_and_interpolate(trained, tmp_path):
-    from auralm.sound.demo import make_bundle
+    from auralm.recipes.sound.demo import make_bundle
 
     root, manifest = trained
     bundle = make_bundle(tmp_path / "bundle", root / "tok" / "checkpoint", None, root / "gpt" / "checkpoint",
@@ -112,7 +112,7 @@ def test_bundle_serves_generate_and_interpolate(trained, tmp_path):
 
 
 def test_sound_presets_load_and_validate():
-    from auralm.sound.demo import SoundDemoConfig
+    from auralm.recipes.sound.demo import SoundDemoConfig
 
     for name in ("sound-demo", "sound-tiny"):
         SoundDemoConfig.from_dict(load_preset(name))

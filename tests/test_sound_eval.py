@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from auralm.core.errors import AudioError, ConfigError
 from auralm.data.manifest import read_manifest
-from auralm.errors import AudioError, ConfigError
-from auralm.sound.data import EVENTS, make_digit_corpus, make_sound_events, synth_event
-from auralm.sound.evaluate import (
+from auralm.metrics.audio import (
     codebook_usage,
     frechet_distance,
     frechet_from_embeddings,
@@ -21,6 +20,7 @@ from auralm.sound.evaluate import (
     mel_error,
     normalize_transcript,
 )
+from auralm.recipes.sound.data import EVENTS, make_digit_corpus, make_sound_events, synth_event
 
 
 def test_judge_maps_digits_and_number_words() -> None:
@@ -78,7 +78,7 @@ def test_frechet_from_embeddings_matches_the_closed_form() -> None:
 def test_frechet_distance_in_a_tiny_random_whisper_space() -> None:
     from transformers import WhisperConfig
 
-    from auralm.encoders import build_audio_encoder
+    from auralm.components.encoders import build_audio_encoder
 
     cfg = WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, decoder_layers=1,
                         decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=50)  # fmt: skip
@@ -116,9 +116,9 @@ def test_make_digit_corpus_holds_out_voices(tmp_path: Path) -> None:
 def test_sound_eval_cli_with_a_stand_in_judge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import WhisperConfig
 
+    from auralm.components.encoders import build_audio_encoder
     from auralm.data.audio import write_wav
-    from auralm.encoders import build_audio_encoder
-    from auralm.sound import evaluate
+    from auralm.metrics import audio as evaluate
 
     cfg = WhisperConfig(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, decoder_layers=1,
                         decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=150)  # fmt: skip

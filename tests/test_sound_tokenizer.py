@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from auralm.errors import AudioError
-from auralm.sound.data import make_sound_events
-from auralm.sound.mel import MelConfig
-from auralm.sound.quantizer import EMAQuantizer, kmeans
-from auralm.sound.tokenizer import MelVQConfig, MelVQTokenizer, MelVQVAE, load_tokenizer
-from auralm.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from auralm.components.codecs.mel import MelConfig
+from auralm.components.codecs.mel_vq import MelVQConfig, MelVQTokenizer, MelVQVAE, load_tokenizer
+from auralm.components.codecs.quantizer import EMAQuantizer, kmeans
+from auralm.core.errors import AudioError
+from auralm.recipes.sound.data import make_sound_events
+from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
 TINY = MelVQConfig(codebook_size=16, code_dim=8, hidden=16, downsample=4, res_blocks=1)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from auralm.__main__ import main
+from auralm.core.errors import ConfigError, ToolMissingError
 from auralm.data import synth, text_sources
 from auralm.data.audio import audio_info
 from auralm.data.manifest import read_manifest
-from auralm.errors import ConfigError, ToolMissingError
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_FLITE = shutil.which("flite") is not None

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from auralm.errors import ConfigError
-from auralm.sound.gpt import (
+from auralm.core.errors import ConfigError
+from auralm.recipes.sound.gpt import (
     GPTConfig,
     SamplingConfig,
     TokenGPT,
@@ -18,7 +18,7 @@ from auralm.sound.gpt import (
     generate,
     make_batch,
 )
-from auralm.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, train_gpt
+from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, train_gpt
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16}
 

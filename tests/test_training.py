@@ -1,4 +1,4 @@
-"""`auralm train` on the tiny presets: what it writes, exact resume, true accumulation, stage 2, bad input."""
+"""`auralm hear train` on the tiny presets: what it writes, exact resume, true accumulation, stage 2, bad input."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from auralm.__main__ import main
-from auralm.training import config_from_preset, train
+from auralm.recipes.hear.config import config_from_preset
+from auralm.recipes.hear.train import train
 from auralm.training.loop import index_stream, lr_lambda
 from test_collate import make_corpus
 
@@ -23,7 +24,7 @@ def run(tmp_path: Path, *overrides: str, preset: str = "hear-tiny", out: str = "
     manifest = tmp_path / "corpus" / "manifest.jsonl"
     if not manifest.exists():
         make_corpus(tmp_path / "corpus")
-    return main(["train", "--preset", preset, "--out", str(tmp_path / out), f"data.manifest={manifest}", *overrides])
+    return main(["hear", "train", "--preset", preset, "--out", str(tmp_path / out), f"data.manifest={manifest}", *overrides])
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -100,7 +101,7 @@ def assert_nearly_all_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor
 
 
 def test_stage2_adds_lora_from_a_stage1_checkpoint(tmp_path):
-    from auralm.inference import load_checkpoint
+    from auralm.recipes.hear.pipeline import load_checkpoint
 
     assert run(tmp_path, "optim.max_steps=2", "data.valid_split=", out="s1") == 0
     stage1 = weights(tmp_path / "s1")
@@ -131,7 +132,7 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, make_audio, capsys
     for name, extra in cases.items():
         bad = tmp_path / "corpus" / f"{name}.jsonl"
         bad.write_text("\n".join(rows + extra) + "\n")
-        assert main(["train", "--preset", "hear-tiny", "--out", str(tmp_path / name), f"data.manifest={bad}"]) == 2
+        assert main(["hear", "train", "--preset", "hear-tiny", "--out", str(tmp_path / name), f"data.manifest={bad}"]) == 2
         assert not (tmp_path / name).exists()
     err = capsys.readouterr().err
     assert "length zero" in err and "'z'" in err and "'m'" in err and "no such file" in err
@@ -141,7 +142,7 @@ def test_bad_inputs_fail_before_anything_is_written(tmp_path, make_audio, capsys
     assert "no rows in split 'dev'" in err and "unknown config key 'optim.no_such_key'" in err
     assert not (tmp_path / "nosplit").exists() and not (tmp_path / "nokey").exists()
     (tmp_path / "corpus" / "empty.jsonl").write_text("")
-    assert main(["train", "--preset", "hear-tiny", "--out", str(tmp_path / "e"),
+    assert main(["hear", "train", "--preset", "hear-tiny", "--out", str(tmp_path / "e"),
                  f"data.manifest={tmp_path / 'corpus' / 'empty.jsonl'}"]) == 2
     assert "has no rows" in capsys.readouterr().err
 
@@ -208,7 +209,7 @@ def test_two_processes_match_one(tmp_path):
     if shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("accelerate launcher not installed")
     make_corpus(tmp_path / "corpus")
-    args = ["train", "--preset", "hear-tiny", f"data.manifest={tmp_path / 'corpus' / 'manifest.jsonl'}",
+    args = ["hear", "train", "--preset", "hear-tiny", f"data.manifest={tmp_path / 'corpus' / 'manifest.jsonl'}",
             "optim.max_steps=3", "optim.batch_size=4", "data.valid_split=", "logger=none"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "AURALM_PROGRESS": "0"}
     launcher = str(Path(sys.executable).parent / "accelerate")
@@ -225,8 +226,8 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_every_hear_preset_is_a_valid_train_config():
-    from auralm.config import load_preset, preset_names
-    from auralm.training.config import TrainConfig
+    from auralm.core.config import load_preset, preset_names
+    from auralm.recipes.hear.config import TrainConfig
 
     names = [n for n in preset_names() if n.startswith("hear")]
     assert {"hear-tiny", "hear-tiny-cross"} <= set(names)

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from auralm.sound.data import make_sound_events
-from auralm.sound.mel import MelConfig, MelFrontend, mel_l1
-from auralm.sound.train_vocoder import VocoderTrainConfig, train_vocoder
-from auralm.sound.vocoder import (
+from auralm.components.codecs.mel import MelConfig, MelFrontend, mel_l1
+from auralm.components.codecs.vocoder import (
     GriffinLim,
     HifiGanConfig,
     HifiGanVocoder,
@@ -21,6 +19,8 @@ from auralm.sound.vocoder import (
     generator_adv_loss,
     load_vocoder,
 )
+from auralm.recipes.sound.data import make_sound_events
+from auralm.recipes.sound.train_vocoder import VocoderTrainConfig, train_vocoder
 
 SMALL_MEL = MelConfig(n_fft=256, hop=64, n_mels=32)
 SMALL_GEN = HifiGanConfig(upsample_rates=[8, 8], initial_channels=16, resblock_kernels=[3], resblock_dilations=[1])

@@ -2,7 +2,7 @@
 
 Each entry names ``module:function``; the module is imported only when its command runs, so
 ``auralm --help`` stays fast and imports no torch. Each function takes the remaining argv and
-returns an exit code. Errors derived from :class:`auralm.errors.AuralmError` print one line
+returns an exit code. Errors derived from :class:`auralm.core.errors.AuralmError` print one line
 (``auralm <cmd>: error: ...``) and exit 2; anything else is a bug and keeps its traceback.
 """
 
@@ -12,26 +12,30 @@ import importlib
 import sys
 
 from auralm import __version__
-from auralm.errors import AuralmError
+from auralm.core.errors import AuralmError
 
 # subcommand -> (module:function, one-line help). Two-word commands form groups ("synth speech").
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("auralm.recipes.hear.cli:demo_cli", "the main job (S1 hear) end to end on the embedded default"),
+    # data tools, shared by every recipe
     "prepare": ("auralm.data.prepare:cli", "pair audio files with transcripts into a manifest"),
     "synth speech": ("auralm.data.synth:cli", "render a synthetic speech corpus with espeak-ng and flite"),
     "chunk": ("auralm.data.chunk:cli", "cut long audio and its transcript into chunks"),
     "embed": ("auralm.data.embed_cache:cli", "cache audio-encoder outputs for a manifest"),
     "models": ("auralm.hub:cli", "list known model names and where each resolves"),
-    "train": ("auralm.training.cli:train_cli", "S1: train an audio LM (auralm train --preset NAME)"),
-    "generate": ("auralm.inference.cli:generate_cli", "S1: transcribe / answer about one audio file"),
-    "eval": ("auralm.evaluation.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
-    "demo": ("auralm.demo:cli", "run the main job end to end on the embedded default"),
-    "sound train-tokenizer": ("auralm.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
-    "sound train-vocoder": ("auralm.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),
-    "sound train-gpt": ("auralm.sound.cli:train_gpt_cli", "S5: train the token GPT (class-conditioned or VAE)"),
-    "sound generate": ("auralm.sound.cli:generate_cli", "S5: generate sounds for a label"),
-    "sound interpolate": ("auralm.sound.cli:interpolate_cli", "S5: interpolate two sounds through the GPT-VAE latent"),
-    "sound eval": ("auralm.sound.cli:eval_cli", "S5: judge generated sounds (Whisper accuracy, FAD-style distance)"),
-    "sound demo": ("auralm.sound.cli:demo_cli", "S5: the whole sound chain on the embedded default"),
+    # S1 hear
+    "hear train": ("auralm.recipes.hear.cli:train_cli", "S1: train an audio LM (--preset NAME)"),
+    "hear generate": ("auralm.recipes.hear.cli:generate_cli", "S1: transcribe / answer about audio files"),
+    "hear eval": ("auralm.recipes.hear.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
+    "hear demo": ("auralm.recipes.hear.cli:demo_cli", "S1: the whole chain on the embedded default (= auralm demo)"),
+    # S5 sound
+    "sound train-tokenizer": ("auralm.recipes.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
+    "sound train-vocoder": ("auralm.recipes.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),
+    "sound train-gpt": ("auralm.recipes.sound.cli:train_gpt_cli", "S5: train the token GPT (class-conditioned or VAE)"),
+    "sound generate": ("auralm.recipes.sound.cli:generate_cli", "S5: generate sounds for a label"),
+    "sound interpolate": ("auralm.recipes.sound.cli:interpolate_cli", "S5: interpolate two sounds through the GPT-VAE latent"),
+    "sound eval": ("auralm.recipes.sound.cli:eval_cli", "S5: judge generated sounds (Whisper accuracy, FAD-style distance)"),
+    "sound demo": ("auralm.recipes.sound.cli:demo_cli", "S5: the whole sound chain on the embedded default"),
 }
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auralm.errors import AudioError, ToolMissingError
-from auralm.io import atomic_path
+from auralm.core.errors import AudioError, ToolMissingError
+from auralm.core.io import atomic_path
 
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 FFMPEG_SUFFIXES = {".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".wma"}

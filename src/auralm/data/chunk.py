@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.errors import AudioError, ConfigError, ManifestError
+from auralm.core.io import atomic_dir
+from auralm.core.progress import progress
 from auralm.data.audio import audio_info, is_silent, load_audio, write_wav
 from auralm.data.manifest import Row, read_manifest, relative_audio, write_manifest
 from auralm.data.timings import (
@@ -43,9 +46,6 @@ from auralm.data.timings import (
     read_word_json,
     spread_words,
 )
-from auralm.errors import AudioError, ConfigError, ManifestError
-from auralm.io import atomic_dir
-from auralm.progress import progress
 
 __all__ = [
     "Chunk", "ChunkConfig", "Word", "chunk_by_silence", "chunk_by_timings", "cli", "frame_db", "read_srt",

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from auralm.core.constants import SAMPLE_RATE
+from auralm.core.errors import AudioError, AuralmError, ManifestError
 from auralm.data.audio import audio_info, load_audio
 from auralm.data.manifest import Row, hash_unit
-from auralm.errors import AudioError, AuralmError, ManifestError
-
-SAMPLE_RATE = 16000
 
 
 def row_seconds(row: Row) -> float:

@@ -32,12 +32,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.errors import AudioError, AuralmError, ConfigError
+from auralm.core.io import atomic_path, atomic_write_json
+from auralm.core.progress import progress
 from auralm.data.audio import audio_info, file_hash, load_audio
 from auralm.data.manifest import Row, read_manifest
-from auralm.errors import AudioError, AuralmError, ConfigError
-from auralm.io import atomic_path, atomic_write_json
-from auralm.progress import progress
 
 DTYPES = ("float32", "float16", "bfloat16")
 FORMAT = 1
@@ -47,7 +47,7 @@ FORMAT = 1
 class EmbedConfig(Config):
     """Settings of ``auralm embed``."""
 
-    encoder: str = help_field("whisper-tiny.en", "audio encoder name (see auralm.encoders.ENCODERS)")
+    encoder: str = help_field("whisper-tiny.en", "audio encoder name (see auralm.components.encoders.ENCODERS)")
     batch_size: int = help_field(8, "clips per encoder forward")
     shard_size: int = help_field(256, "clips per shard file (rounded up to whole batches)")
     pad_to_30s: bool = help_field(False, "Whisper only: encode 30 s of padding like stock Whisper (slower)")
@@ -389,7 +389,7 @@ def cli(argv: list[str]) -> int:
     cfg = apply_overrides(EmbedConfig.from_dict(given), args.overrides)
     import torch
 
-    from auralm.encoders import build_audio_encoder
+    from auralm.components.encoders import build_audio_encoder
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     _check_early(Path(args.out), cfg)
@@ -402,7 +402,7 @@ def cli(argv: list[str]) -> int:
 
 def _check_early(root: Path, cfg: EmbedConfig) -> None:
     """Refuse a folder of another encoder or mode before loading any weights (revision is checked later)."""
-    from auralm.encoders import resolve_name
+    from auralm.components.encoders import resolve_name
 
     meta = _read_meta(root)
     name = resolve_name(cfg.encoder)[0]

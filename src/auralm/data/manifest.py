@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from auralm.errors import ManifestError
-from auralm.io import atomic_path
+from auralm.core.errors import ManifestError
+from auralm.core.io import atomic_path
 
 SPLITS = ("train", "valid", "test")
 

@@ -36,11 +36,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.errors import AudioError, AuralmError, ConfigError, ManifestError
+from auralm.core.progress import progress
 from auralm.data.audio import AUDIO_SUFFIXES, AudioInfo, check_audio
 from auralm.data.manifest import Row, relative_audio, split_for_source, write_manifest
-from auralm.errors import AudioError, AuralmError, ConfigError, ManifestError
-from auralm.progress import progress
 
 
 class PrepareError(AuralmError):

@@ -36,13 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from auralm.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.errors import AudioError, AuralmError, ConfigError, ToolMissingError
+from auralm.core.io import atomic_write_text
+from auralm.core.progress import progress
 from auralm.data import text_sources
 from auralm.data.audio import audio_info, is_silent, resample, write_wav
 from auralm.data.manifest import Row, hash_unit, split_for_source, write_manifest
-from auralm.errors import AudioError, AuralmError, ConfigError, ToolMissingError
-from auralm.io import atomic_write_text
-from auralm.progress import progress
 
 ENGINES = ("espeak-ng", "flite")
 DEFAULT_N = 100

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from auralm.errors import ConfigError
+from auralm.core.errors import ConfigError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # Debian's fortune databases with plain prose (fortunes-min ships the first three; `fortunes` the rest).

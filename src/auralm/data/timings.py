@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from auralm.errors import AuralmError, ConfigError
+from auralm.core.errors import AuralmError, ConfigError
 
 TIMING_SUFFIXES = (".json", ".srt", ".vtt")
 EPS = 1e-6

@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from auralm.errors import ModelNotFoundError
+from auralm.core.errors import ModelNotFoundError
 from auralm.hub.registry import KNOWN, cache_root, hub_offline, resolve, spec_for
 
 

@@ -9,7 +9,7 @@ A name resolves, in order, to
    never imported), converted once into ``<cache>/models/<name>/<hash>-c<N>`` and loaded from there;
 4. the **hub** by id, only when downloads are allowed (``HF_HUB_OFFLINE`` unset).
 
-Otherwise :class:`~auralm.errors.ModelNotFoundError` names everything that was tried.
+Otherwise :class:`~auralm.core.errors.ModelNotFoundError` names everything that was tried.
 ``<cache>`` is ``$AURALM_CACHE``, else ``$XDG_CACHE_HOME/auralm``, else ``~/.cache/auralm``.
 This module imports no torch; converters are imported only when a conversion runs.
 """
@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from auralm.errors import ModelNotFoundError
-from auralm.io import atomic_dir, atomic_write_json
+from auralm.core.errors import ModelNotFoundError
+from auralm.core.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger("auralm.hub")
 

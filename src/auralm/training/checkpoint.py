@@ -9,7 +9,7 @@ A run folder ``OUT`` holds ``checkpoints/step-000120/`` folders and a ``latest``
     OUT/checkpoints/step-000120/trainer_state.pt        optimizer, scheduler, step, data position, RNG
     OUT/checkpoints/step-000120/metrics.json            losses, WER, trainable parameter count, time
 
-Each folder is built in a temporary folder and renamed into place (:func:`auralm.io.atomic_dir`), so a
+Each folder is built in a temporary folder and renamed into place (:func:`auralm.core.io.atomic_dir`), so a
 killed run leaves the previous checkpoint intact. Loading compares ``frozen_parts.json`` with the parts
 resolved now and refuses a checkpoint trained on another encoder or LM.
 """
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from auralm.config import save_config
-from auralm.errors import AuralmError
-from auralm.io import atomic_dir, atomic_write_json, atomic_write_text
+from auralm.core.config import save_config
+from auralm.core.errors import AuralmError
+from auralm.core.io import atomic_dir, atomic_write_json, atomic_write_text
 
 FILES = ("config.yaml", "trainable.safetensors", "frozen_parts.json", "trainer_state.pt", "metrics.json")
 

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from auralm.errors import ConfigError
-from auralm.evaluation.metrics import wer
-from auralm.io import atomic_write_text
-from auralm.progress import progress
+from auralm.core.errors import ConfigError
+from auralm.core.io import atomic_write_text
+from auralm.core.progress import progress
+from auralm.metrics.text import wer
 from auralm.training.checkpoint import (
     latest_checkpoint,
     load_trainable,
@@ -154,7 +154,7 @@ def validate(model: Any, dataset: Any, collate: Any, cfg: Any, micro: int, devic
              amp: torch.dtype | None) -> dict[str, float]:
     """Token-mean loss (and, with a CTC head, the projector's greedy CTC WER) on the first ``eval_rows`` valid
     rows, and the LM's greedy WER on the first ``eval_wer_rows``."""
-    from auralm.inference.generate import GenerationConfig
+    from auralm.components.generation import GenerationConfig
 
     was_training = model.training
     model.eval()
@@ -202,7 +202,7 @@ def _autocast(device: torch.device, amp: torch.dtype | None) -> Any:
 # -- the loop -------------------------------------------------------------------------------------
 def parameter_groups(model: Any, lr: float, connector_scale: float) -> list[dict[str, Any]]:
     """AdamW groups: the connector and CTC head at ``lr * connector_scale`` (frozen at 0), the rest (LoRA) at ``lr``."""
-    from auralm.model import TRAINABLE_PREFIXES
+    from auralm.recipes.hear.model import TRAINABLE_PREFIXES
 
     own, rest = [], []
     for name, p in model.named_parameters():

@@ -1,0 +1,145 @@
+"""Deep fusion: gated cross-attention blocks run before every N-th decoder layer of a causal LM.
+
+The blocks live in the connector, **not** inside the LM: :meth:`CrossConnector.attach` registers a
+forward *pre-hook* on decoder layers ``0, N, 2N, ...`` that rewrites the layer's input hidden states
+``x (B, L, H)`` with its block's output. The LM's modules and state-dict keys are untouched, so its
+pretrained weights load unchanged, and with no audio set (:meth:`CrossConnector.audio`) the hooks do
+nothing and the LM is exactly the plain LM.
+
+Audio keys/values are the stacked-and-projected audio ``(B, T', H)`` (the same :class:`StackProjector`
+as the prefix family), masked by their lengths. Two gates, both an exact identity at initialisation:
+
+* ``tanh`` (Flamingo): ``x = x + tanh(g_att) * XAttn(LN(x), audio)``, then
+  ``x = x + tanh(g_ff) * FFW(LN(x))``, with ``g_att = g_ff = 0`` at init, so ``x`` passes unchanged.
+* ``sigmoid`` (VisualGPT's self-resurrecting activation unit): ``h = LN(x)``, ``s = sigmoid(alpha * h)``,
+  ``B_vis = s * [s > tau]``, ``B_lan = (1 - s) * [(1 - s) > tau]`` (element-wise, complementary) and
+  ``y = B_vis * XAttn(h, audio) + B_lan * x``. Because ``y != x`` for any finite gate input, the block
+  returns ``x + m * (y - x)`` with a learned scalar ``m`` initialised to 0 (a zero-init blend from the LM
+  path to VisualGPT's mix); the FFW sub-layer is tanh-gated as above. At init ``m = 0`` gives ``x``.
+
+``x + 0 * finite == x`` bit for bit, which is what the gate-zero parity tests check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from auralm.components.connectors.prefix import StackProjector, time_mask
+
+GATES = ("tanh", "sigmoid")
+
+
+class GatedCrossAttention(nn.Module):
+    """One block: multi-head cross-attention from the LM stream to the audio, then a feed-forward layer."""
+
+    def __init__(self, dim: int, heads: int = 4, gate: str = "tanh", tau: float = 0.2, alpha: float = 1.0):
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"unknown gate {gate!r}; valid: {', '.join(GATES)}")
+        if dim % heads:
+            raise ValueError(f"LM width {dim} is not divisible by connector.heads={heads}")
+        self.heads, self.gate_kind, self.tau, self.alpha = heads, gate, float(tau), float(alpha)
+        self.norm = nn.LayerNorm(dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        # zero-initialised gates: tanh(0) = 0 and blend 0 leave the LM's hidden states unchanged
+        self.gate_attn = nn.Parameter(torch.zeros(1))  # tanh gate, or the sigmoid family's blend m
+        self.gate_ff = nn.Parameter(torch.zeros(1))
+
+    def attend(self, h: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``h (B, L, H)`` queries, ``audio (B, T', H)`` keys/values, ``mask (B, T')`` -> ``(B, L, H)``."""
+        B, L, H = h.shape
+        T = audio.shape[1]
+
+        def split(t: torch.Tensor, n: int) -> torch.Tensor:
+            return t.view(B, n, self.heads, H // self.heads).transpose(1, 2)  # B, n, H -> B, heads, n, H/heads
+
+        q, k, v = split(self.q(h), L), split(self.k(audio), T), split(self.v(audio), T)
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # B, heads, L, H/heads
+        return self.o(out.transpose(1, 2).reshape(B, L, H))  # B, L, H
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        dtype = self.norm.weight.dtype
+        xs = x.to(dtype)
+        h = self.norm(xs)  # B, L, H
+        att = self.attend(h, audio.to(dtype), mask)
+        if self.gate_kind == "tanh":
+            xs = xs + torch.tanh(self.gate_attn) * att
+        else:
+            s = torch.sigmoid(self.alpha * h)
+            b_vis = s * (s > self.tau)
+            b_lan = (1 - s) * ((1 - s) > self.tau)
+            mixed = b_vis * att + b_lan * xs
+            xs = xs + self.gate_attn * (mixed - xs)
+        xs = xs + torch.tanh(self.gate_ff) * self.ff(self.ff_norm(xs))
+        return xs.to(x.dtype)
+
+
+class CrossConnector(nn.Module):
+    """Projector + one :class:`GatedCrossAttention` per hooked decoder layer (every ``every_n``-th)."""
+
+    def __init__(
+        self, audio_dim: int, lm_dim: int, num_layers: int, *, stack: int = 4, projector: str = "mlp",
+        hidden: int = 0, every_n: int = 1, heads: int = 4, gate: str = "tanh", tau: float = 0.2, alpha: float = 1.0,
+        adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
+        time_mask_prob: float = 0.0, time_mask_len: int = 5,
+    ):
+        super().__init__()
+        if num_layers <= 0:
+            raise ValueError("the cross connector needs the LM's number of decoder layers (num_layers > 0)")
+        self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden, adapter_layers, adapter_heads,
+                                        adapter_dropout, time_mask_prob, time_mask_len)
+        self.layer_ids = list(range(0, num_layers, every_n))
+        self.blocks = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, heads, gate, tau, alpha) for i in self.layer_ids})
+        self._audio: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._handles: list[Any] = []
+
+    def project(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, D)`` -> ``(B, T', H)`` and projected lengths."""
+        return self.projector(states, lengths)
+
+    def attach(self, layers: nn.ModuleList) -> None:
+        """Hook the blocks in front of their decoder layers (once; re-attaching replaces the hooks)."""
+        self.detach()
+        if len(layers) <= self.layer_ids[-1]:
+            raise ValueError(f"the LM has {len(layers)} decoder layers; the connector was built for {self.layer_ids[-1] + 1}+")
+        for i in self.layer_ids:
+            self._handles.append(layers[i].register_forward_pre_hook(self._hook(self.blocks[str(i)]), with_kwargs=True))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @contextlib.contextmanager
+    def audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> Iterator[None]:
+        """Make ``audio (B, T', H)`` with ``lengths (B,)`` visible to the blocks inside the ``with``."""
+        self._audio = (audio, time_mask(lengths.to(audio.device), audio.shape[1]))
+        try:
+            yield
+        finally:
+            self._audio = None
+
+    def _hook(self, block: GatedCrossAttention):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._audio is None:
+                return None  # no audio set: the plain LM
+            x = args[0] if args else kwargs["hidden_states"]  # B, L, H
+            audio, mask = self._audio
+            if x.shape[0] != audio.shape[0]:  # beam search / num_return_sequences expand the batch
+                if x.shape[0] % audio.shape[0]:
+                    raise ValueError(f"hidden batch {x.shape[0]} is not a multiple of the audio batch {audio.shape[0]}")
+                k = x.shape[0] // audio.shape[0]
+                audio, mask = audio.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+            y = block(x, audio, mask)
+            if args:
+                return (y, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": y}
+
+        return hook

@@ -1,0 +1,144 @@
+"""Text generation from an :class:`~auralm.recipes.hear.model.AudioLM` through the LM's own Hugging Face ``generate``.
+
+The prompts (with the audio spliced in, for the prefix family) are embedded once, left-padded into
+``inputs_embeds (B, L, H)`` with an attention mask from their lengths, and handed to
+``lm.generate(inputs_embeds=..., attention_mask=...)``: the LM runs the whole prompt once and then
+reuses its KV cache for every new token (``use_cache=False`` recomputes the prefix at every step, for
+benchmarks). A row whose last ``p`` tokens (``p <= max_loop_period``) have repeated ``max_repeats`` times
+in a row is stopped and the repeats dropped (one copy kept): small LMs fall into loops such as
+"successive successive successive ..." that would otherwise run to ``max_new_tokens``. With
+``max_new_per_audio`` > 0 each row also ends after that many tokens per audio position the LM reads
+(+8): a transcript is about as long as its audio, so a rambling row is cut ("the week one, the week
+two, ..." is no exact loop). For the cross family the projected audio is made visible to the hooked cross-attention
+blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
+``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from auralm.core.config import Config, help_field
+from auralm.core.errors import ConfigError
+
+STRATEGIES = ("greedy", "beam", "sample")
+
+
+@dataclasses.dataclass
+class GenerationConfig(Config):
+    """Decoding settings."""
+
+    strategy: str = help_field("greedy", f"decoding: {', '.join(STRATEGIES)}")
+    num_beams: int = help_field(4, "beams (strategy beam)")
+    temperature: float = help_field(1.0, "sampling temperature (strategy sample)")
+    top_k: int = help_field(0, "sample among the k most likely tokens (0 = all)")
+    top_p: float = help_field(1.0, "sample from the smallest set with this probability mass (1 = all)")
+    max_new_tokens: int = help_field(128, "longest answer in tokens")
+    use_cache: bool = help_field(True, "reuse the KV cache after the prompt (False recomputes it every step)")
+    max_repeats: int = help_field(4, "stop a row whose last p tokens repeated this many times in a row, and keep "
+                                     "one copy (a loop guard; 0: off)")
+    max_loop_period: int = help_field(16, "longest repeated span (tokens) the loop guard looks for")
+    copy_bias: float = help_field(0.0, "feed=ctc_soft: add this to the logits of the tokens the LM reads as audio "
+                                       "(the projector's transcript), so it copies them rather than paraphrase; 0: off")
+    max_new_per_audio: float = help_field(0.0, "cap each row's answer at this many tokens per audio position the "
+                                               "LM reads, plus 8 (a transcript is about as long as its audio; "
+                                               "0: no cap beyond max_new_tokens)")
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.num_beams < 1 or self.max_new_tokens < 1 or self.top_k < 0:
+            raise ConfigError(f"need num_beams >= 1, max_new_tokens >= 1, top_k >= 0; got {self.num_beams}, {self.max_new_tokens}, {self.top_k}")
+        if self.copy_bias < 0:
+            raise ConfigError(f"copy_bias must be >= 0, got {self.copy_bias}")
+        if self.max_new_per_audio < 0:
+            raise ConfigError(f"max_new_per_audio must be >= 0, got {self.max_new_per_audio}")
+        if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
+            raise ConfigError(f"need max_repeats 0 (off) or >= 2 and max_loop_period >= 1; got {self.max_repeats}, "
+                              f"{self.max_loop_period}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"need temperature > 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}")
+
+
+def hf_generation_config(gen: GenerationConfig, eos_id: int, pad_id: int) -> Any:
+    """The transformers ``GenerationConfig`` for ``gen`` (only the fields its strategy uses)."""
+    import transformers
+
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens, "eos_token_id": eos_id, "pad_token_id": pad_id, "use_cache": gen.use_cache,
+        "do_sample": gen.strategy == "sample", "num_beams": gen.num_beams if gen.strategy == "beam" else 1,
+    }
+    if gen.strategy == "sample":
+        kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p)
+    else:  # neutral values, so transformers does not warn about unused sampling settings
+        kwargs.update(temperature=1.0, top_k=None, top_p=1.0)
+    if gen.strategy == "beam":
+        kwargs.update(early_stopping=True, length_penalty=1.0)
+    return transformers.GenerationConfig(**kwargs)
+
+
+def loop_length(row: list[int], repeats: int, max_period: int) -> int:
+    """Tokens to drop from the end of ``row``: ``(repeats - 1) * p`` when it ends with ``repeats`` copies of
+    one ``p``-token span (the shortest such p), else 0."""
+    if repeats < 2:
+        return 0
+    for p in range(1, max_period + 1):
+        if len(row) < repeats * p:
+            break
+        tail = row[len(row) - p :]
+        if all(row[len(row) - (k + 1) * p : len(row) - k * p] == tail for k in range(1, repeats)):
+            return (repeats - 1) * p
+    return 0
+
+
+def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None, copy: list[list[int]] | None) -> Any:
+    """A transformers logits processor: the end token for rows caught in a loop or over budget, and
+    ``copy_bias`` on each row's audio tokens."""
+    import torch
+    from transformers import LogitsProcessor
+
+    rows = len(budgets) if budgets else len(copy) if copy else 1
+    bias = [torch.tensor(sorted(set(ids)), dtype=torch.long) for ids in copy] if copy else None
+
+    class Guard(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            beams = max(1, input_ids.shape[0] // rows)  # beam search: rows b*beams ... b*beams+beams-1
+            for b, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
+                if bias is not None and len(bias[b // beams]):
+                    scores[b, bias[b // beams].to(scores.device)] += gen.copy_bias
+                over = budgets is not None and len(row) >= budgets[b // beams]
+                if over or loop_length(row, gen.max_repeats, gen.max_loop_period):
+                    scores[b] = torch.finfo(scores.dtype).min
+                    scores[b, eos_id] = 0.0
+            return scores
+
+    return Guard()
+
+
+def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None) -> list[str]:
+    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``)."""
+    import torch
+
+    gen = gen or GenerationConfig()
+    hf_cfg = hf_generation_config(gen, model.end_token_id, model.pad_token_id)
+    with torch.no_grad():
+        x = model.build_inputs(batch, answers=False, left_pad=True)
+        with model.audio_context(x["audio"], x["audio_lengths"]):
+            budgets = ([math.ceil(gen.max_new_per_audio * int(n)) + 8 for n in x["lm_audio_lengths"]]
+                       if gen.max_new_per_audio else None)
+            copy = x["lm_audio_ids"] if gen.copy_bias and x.get("lm_audio_ids") is not None else None
+            guard = [_guard(gen, model.end_token_id, budgets, copy)] if gen.max_repeats or budgets or copy else []
+            out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
+                                    logits_processor=guard)  # B, new
+    texts = []
+    for row in out.tolist():
+        if model.end_token_id in row:
+            row = row[: row.index(model.end_token_id)]
+        row = row[: len(row) - loop_length(row, gen.max_repeats, gen.max_loop_period)]
+        texts.append(model.tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
+
+
+__all__ = ["STRATEGIES", "GenerationConfig", "generate", "hf_generation_config", "loop_length"]

@@ -1,0 +1,303 @@
+"""``auralm demo``: the main job (S1) end to end on the embedded default, offline, on a CPU.
+
+Steps (each writes under ``cfg.out``, default ``runs/demo``):
+
+1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite, sentences from Debian's fortunes);
+   the split is assigned per sentence, so test sentences are never heard in training.
+2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file. Its rows
+   are split by ``prepare``'s own rule, not per sentence: training and scoring use
+   ``corpus/manifest.jsonl``, never this file.
+3. ``long/``: the test clips joined into one long recording with an SRT of its sentences, cut by
+   ``auralm chunk`` at sentence boundaries; each chunk's text must be exactly its sentences.
+4. ``embeddings/``: ``auralm embed`` caches the encoder's states (real length, not 30 s of padding),
+   reporting the real-time factor; a second pass must find everything cached.
+5. ``stage1/``: ``auralm hear train`` with the ``train_preset`` preset: the projector learns with the LM and
+   the encoder frozen (LM loss + the auxiliary CTC loss against the LM's own embedding matrix).
+6. ``stage2/``: LoRA on the LM joins in, initialised from stage 1.
+7. ``checkpoint/`` (loadable by ``auralm hear generate`` / ``auralm hear eval``), ``metrics.json`` (held-out WER,
+   the same with the audio of another row, Whisper tiny.en's own WER on the same clips, the
+   projector's CTC WER), ``report.md`` and ``loss_curves.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from auralm.core.config import Config, help_field, save_config
+from auralm.core.errors import AuralmError
+from auralm.core.io import atomic_write_json, atomic_write_text
+
+
+@dataclasses.dataclass
+class DemoConfig(Config):
+    """Settings of ``auralm demo`` (preset ``demo``)."""
+
+    out: str = help_field("runs/demo", "output folder")
+    seed: int = help_field(0, "seed of the synthetic corpus")
+    n_clips: int = help_field(6000, "sentence clips in the synthetic corpus")
+    word_lists: int = help_field(0, "extra training clips reading lists of common English words (docs/data.md)")
+    test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
+    valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
+    encoder: str = help_field("whisper-tiny.en", "audio encoder to cache (must match the train preset's)")
+    long_max_seconds: float = help_field(12.0, "longest chunk when cutting the long recording")
+    max_eval_clips: int = help_field(100, "held-out clips scored at the end (0: all)")
+    jobs: int = help_field(2, "parallel synthesis jobs")
+    train_preset: str = help_field("hear-demo", "auralm hear train preset for both stages (stage 2 adds LoRA)")
+    stage1_steps: int = help_field(600, "optimizer steps of stage 1 (connector + CTC head)")
+    stage2_steps: int = help_field(300, "optimizer steps of stage 2 (connector + LoRA)")
+    stage1_minutes: float = help_field(12.0, "time cap of stage 1 (stops with a checkpoint)")
+    stage2_minutes: float = help_field(10.0, "time cap of stage 2")
+    lora_r: int = help_field(8, "LoRA rank in stage 2")
+    train_overrides: list = help_field([], "extra key=value overrides for both stages (e.g. optim.lr=5e-4)")
+    stage1_overrides: list = help_field([], "key=value overrides for stage 1 only (e.g. model.lm_weight=0: CTC warm-up)")
+    stage2_overrides: list = help_field([], "key=value overrides for stage 2 only (e.g. model.feed=ctc_soft)")
+    copy_bias: float = help_field(0.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
+                                       "(feed=ctc_soft; `auralm hear eval --copy-bias` gives the same)")
+
+    def validate(self) -> None:
+        from auralm.core.errors import ConfigError
+
+        if self.n_clips < 10:
+            raise ConfigError(f"n_clips must be at least 10, got {self.n_clips}")
+        if self.word_lists < 0:
+            raise ConfigError(f"word_lists must be >= 0, got {self.word_lists}")
+        if not 0 < self.test_frac < 1:
+            raise ConfigError(f"test_frac must be in (0, 1), got {self.test_frac}")
+        if self.long_max_seconds <= 1:
+            raise ConfigError(f"long_max_seconds must exceed 1, got {self.long_max_seconds}")
+        if self.stage1_steps < 1 or self.stage2_steps < 0 or (self.stage2_steps and self.lora_r < 1):
+            raise ConfigError("need stage1_steps >= 1, stage2_steps >= 0, and lora_r >= 1 when stage2_steps > 0")
+
+
+def _log(msg: str) -> None:
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+def _make_long_recording(rows, folder: Path, gap: float = 0.4) -> tuple[Path, Path, str]:
+    """Join clips with ``gap`` seconds of silence; write the WAV and an SRT with one cue per clip."""
+    from auralm.data.audio import load_audio, write_wav
+
+    rate = 16000
+    pieces, cues, t = [], [], 0.0
+    silence = np.zeros(int(gap * rate), dtype=np.float32)
+    for k, row in enumerate(rows, start=1):
+        wav, _ = load_audio(row.audio_path(), rate)
+        start, end = t, t + len(wav) / rate
+        cues.append(f"{k}\n{_srt_time(start)} --> {_srt_time(end)}\n{row.text}\n")
+        pieces += [wav, silence]
+        t = end + gap
+    wav_path, srt_path = folder / "long.wav", folder / "long.srt"
+    write_wav(wav_path, np.concatenate(pieces), rate)
+    atomic_write_text(srt_path, "\n".join(cues))
+    return wav_path, srt_path, " ".join(row.text for row in rows)
+
+
+def _srt_time(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
+    """Steps 1-4: corpus, prepare check, long-recording chunking, embedding cache."""
+    from auralm.components.asr import WhisperBaseline
+    from auralm.components.encoders import build_audio_encoder
+    from auralm.data.audio import load_audio
+    from auralm.data.chunk import ChunkConfig
+    from auralm.data.chunk import run as chunk_run
+    from auralm.data.embed_cache import embed_manifest
+    from auralm.data.manifest import read_manifest
+    from auralm.data.prepare import prepare
+    from auralm.data.synth import SynthConfig, synth_speech
+    from auralm.metrics.text import cer, wer
+
+    _log(f"1/7 synthesising {cfg.n_clips} sentence clips and {cfg.word_lists} word lists into {out / 'corpus'}")
+    manifest = synth_speech(
+        SynthConfig(out=str(out / "corpus"), n=cfg.n_clips, seed=cfg.seed, test_frac=cfg.test_frac,
+                    valid_frac=cfg.valid_frac, jobs=cfg.jobs, word_lists=cfg.word_lists)
+    )
+    rows = read_manifest(manifest)
+    splits = {s: sum(r.split == s for r in rows) for s in ("train", "valid", "test")}
+    train_text = {r.text for r in rows if r.split == "train"}
+    test_rows = [r for r in rows if r.split == "test"]
+    leaked = sum(r.text in train_text for r in test_rows)
+    metrics["corpus"] = {"clips": len(rows), "word_lists": sum(r.meta.get("kind") == "word_list" for r in rows),
+                         "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
+                         "test_sentences_also_in_train": leaked}
+    _log(f"   {len(rows)} clips, splits {splits}, {leaked} test sentences also in train")
+
+    _log("2/7 checking the corpus folder with `auralm prepare`")
+    report = prepare(out / "corpus" / "wavs", None, out / "prepared.jsonl")
+    metrics["prepare"] = {"pairs": len(report.rows), "problems": len(report.problems)}
+
+    _log("3/7 joining test clips into one long recording and chunking it at sentence boundaries")
+    long_dir = out / "long"
+    long_dir.mkdir(exist_ok=True)
+    wav_path, srt_path, long_text = _make_long_recording(test_rows[:40], long_dir)
+    chunk_run(ChunkConfig(out=str(long_dir / "chunks.jsonl"), audio=str(wav_path), timings=str(srt_path),
+                          id="long", max_seconds=cfg.long_max_seconds))
+    chunks = read_manifest(long_dir / "chunks.jsonl")
+    joined = " ".join(c.text or "" for c in chunks)
+    if joined.split() != long_text.split():
+        raise AuralmError("chunking lost or repeated words of the long recording")
+    chunk_wavs = [load_audio(c.audio_path(), 16000, start=c.start, end=c.end)[0] for c in chunks]
+    refs = [c.text or "" for c in chunks]
+    hyps = WhisperBaseline("whisper-tiny.en").transcribe(chunk_wavs, desc="whisper (long chunks)")
+    metrics["chunk"] = {
+        "long_recording_seconds": round(sum(c.duration or 0 for c in chunks), 1),
+        "chunks": len(chunks),
+        "longest_chunk_seconds": round(max((c.end or 0) - (c.start or 0) for c in chunks), 2),
+        "text_exact": True,
+        "whisper_wer": wer(refs, hyps), "whisper_cer": cer(refs, hyps),
+    }
+
+    _log(f"4/7 caching {cfg.encoder} embeddings")
+    encoder = build_audio_encoder(cfg.encoder)
+    first = embed_manifest(manifest, encoder, out / "embeddings")
+    second = embed_manifest(manifest, encoder, out / "embeddings")
+    metrics["embed"] = {
+        "encoder": cfg.encoder, "revision": encoder.revision, "encoded": first.encoded,
+        "audio_seconds": round(first.audio_seconds, 1), "real_time_factor": round(first.real_time_factor, 4),
+        "second_run_encoded": second.encoded, "second_run_skipped": second.skipped,
+    }
+    _log(f"   real-time factor {first.real_time_factor:.4f} ({first.encoded} clips); "
+         f"second run encoded {second.encoded}, skipped {second.skipped}")
+    return manifest, test_rows
+
+
+def _train_stage(cfg: DemoConfig, out: Path, manifest: Path, stage: int, init_from: str = "") -> Path:
+    from auralm.recipes.hear.config import config_from_preset
+    from auralm.recipes.hear.train import train
+
+    steps, minutes = (cfg.stage1_steps, cfg.stage1_minutes) if stage == 1 else (cfg.stage2_steps, cfg.stage2_minutes)
+    overrides = [f"out={out / f'stage{stage}'}", f"data.manifest={manifest}", f"data.cache_dir={out / 'embeddings'}",
+                 f"model.encoder={cfg.encoder}", f"optim.max_steps={steps}", f"optim.max_minutes={minutes}",
+                 f"stage={stage}", f"model.lora.r={cfg.lora_r if stage == 2 else 0}", *cfg.train_overrides,
+                 *(cfg.stage1_overrides if stage == 1 else cfg.stage2_overrides)]
+    if init_from:
+        overrides.append(f"init_from={init_from}")
+    train_cfg = config_from_preset(cfg.train_preset, overrides)
+    _log(f"{4 + stage}/7 stage {stage}: {steps} steps (cap {minutes} min) -> {out / f'stage{stage}'}")
+    return train(train_cfg)
+
+
+def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
+    """Losses against steps (left) and validation WER against training minutes (right)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the train extra is not installed
+        return None
+    fig, (ax, ax_wer) = plt.subplots(1, 2, figsize=(12, 4.5))
+    offset, minutes = 0, 0.0
+    for name, path in logs:
+        if not path.is_file():
+            continue
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for key, style in (("train/lm_loss", "-"), ("train/ctc_loss", "--"), ("valid/loss", "o-")):
+            pts = [(r["step"] + offset, r[key]) for r in recs if key in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=f"{name} {key}")
+        for key, label in (("valid/ctc_wer", "projector CTC"), ("valid/wer", "LM greedy")):
+            pts = [(r["time/train_minutes"] + minutes, r[key]) for r in recs if key in r and "time/train_minutes" in r]
+            if pts:
+                ax_wer.plot(*zip(*pts), "o-", label=f"{name}: {label}")
+        offset += max((r.get("step", 0) for r in recs), default=0)
+        minutes += max((r.get("time/train_minutes", 0.0) for r in recs), default=0.0)
+    ax.set_xlabel("optimizer step (stage 2 continues after stage 1)")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax_wer.set_xlabel("training minutes (stage 2 continues after stage 1)")
+    ax_wer.set_ylabel("validation WER")
+    ax_wer.axhline(0.2, color="grey", ls=":", label="target 0.20")
+    ax_wer.legend(fontsize=8)
+    ax_wer.grid(alpha=0.3)
+    path = out / "loss_curves.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _report(out: Path, metrics: dict) -> None:
+    ev, base = metrics["eval"], metrics["embed"]
+    lines = [
+        "# auralm demo report", "",
+        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s, "
+        f"{metrics['corpus'].get('word_lists', 0)} of them word lists), splits "
+        f"{metrics['corpus']['splits']}; {metrics['corpus']['test_sentences_also_in_train']} test sentences also in train.",
+        (f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']} ({base['encoded']} clips encoded)."
+         if base["encoded"] else f"Encoder cache: every clip was already cached for {base['encoder']}."), "",
+        f"| on {ev['n']} held-out clips | WER | CER |", "|---|---|---|",
+        f"| this model (greedy) | {ev['wer']:.3f} | {ev['cer']:.3f} |",
+        f"| same, audio of another row | {ev['wer_shuffled_audio']:.3f} | {ev['cer_shuffled_audio']:.3f} |",
+    ]
+    if ev.get("whisper_wer") is not None:
+        lines.append(f"| Whisper tiny.en's own decoder | {ev['whisper_wer']:.3f} | {ev['whisper_cer']:.3f} |")
+    if metrics.get("ctc_wer") is not None:
+        lines.append(f"| the projector's own CTC decoding | {metrics['ctc_wer']:.3f} | - |")
+    gen = ev.get("generation", {})
+    lines += ["", f"Decoding: {gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
+              f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
+              f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']} "
+              f"--copy-bias {gen.get('copy_bias', 0)}`."]
+    lines += ["", f"Training: stage 1 {metrics['stages']['stage1']}, stage 2 {metrics['stages'].get('stage2')}.",
+              "", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def run(cfg: DemoConfig) -> dict:
+    from auralm.components.generation import GenerationConfig
+    from auralm.core.io import atomic_dir
+    from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate
+    from auralm.recipes.hear.pipeline import load_checkpoint
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    metrics: dict = {"config": cfg.to_dict()}
+    t0 = time.perf_counter()
+    manifest, test_rows = _data_steps(cfg, out, metrics)
+
+    ckpt = _train_stage(cfg, out, manifest, 1)
+    stages = {"stage1": {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}}
+    if cfg.stage2_steps:
+        ckpt = _train_stage(cfg, out, manifest, 2, init_from=str(ckpt))
+        stages["stage2"] = {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}
+    metrics["stages"] = stages
+    with atomic_dir(out / "checkpoint") as tmp:
+        shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
+
+    _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
+    model = load_checkpoint(out / "checkpoint")
+    limit = cfg.max_eval_clips or None
+    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
+    metrics["eval"] = evaluate(model, manifest, split="test", limit=limit, gen=gen)
+    if model.config.ctc_weight > 0:
+        from auralm.data.audio import load_audio
+        from auralm.metrics.text import wer
+
+        rows = test_rows[:limit] if limit else test_rows
+        hyps = []
+        for i in range(0, len(rows), 16):
+            wavs = [load_audio(r.audio_path(), 16000)[0] for r in rows[i : i + 16]]
+            hyps += model.ctc_greedy_decode({"wavs": wavs})
+        metrics["ctc_wer"] = wer([r.text or "" for r in rows], hyps)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    _plot(out, [("stage1", out / "stage1" / "train_log.jsonl"), ("stage2", out / "stage2" / "train_log.jsonl")])
+    atomic_write_json(out / "metrics.json", metrics)
+    _report(out, metrics)
+    ev = metrics["eval"]
+    _log(f"done in {metrics['seconds']} s: held-out WER {ev['wer']:.3f} (shuffled audio {ev['wer_shuffled_audio']:.3f}, "
+         f"Whisper tiny.en {ev.get('whisper_wer')}) on {ev['n']} clips; wrote {out / 'metrics.json'} and report.md")
+    return metrics

@@ -1,0 +1,147 @@
+"""The one inference API that the CLI, the evaluation and servers call.
+
+* :func:`load_checkpoint` builds the :class:`~auralm.recipes.hear.model.AudioLM` a checkpoint folder describes (its
+  ``config.yaml``), loads the trained weights and refuses a checkpoint trained on another encoder or LM.
+* :func:`transcribe` answers for audio files or 16 kHz waveforms. Audio longer than the encoder accepts
+  (30 s for Whisper) is cut at silences (:func:`auralm.data.chunk.chunk_by_silence`); with
+  ``long_audio="chunks"`` each chunk is transcribed and the texts joined, with ``long_audio="context"``
+  the chunks' encoder states are concatenated into one audio context when it fits ``context_tokens``
+  audio tokens (else it falls back to chunks). Pieces are batched longest first (a batch of similar
+  lengths is little padding) and the answers put back in input order.
+
+Importing this module imports no torch, accelerate, peft or tensorboard.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auralm.core.constants import SAMPLE_RATE
+from auralm.core.errors import AudioError, ConfigError
+
+LONG_AUDIO = ("chunks", "context")
+
+
+def load_checkpoint(path: str | Path, device: str | None = None) -> Any:
+    """An AudioLM in eval mode from a checkpoint folder (or a run folder whose ``latest`` names one)."""
+    import yaml
+
+    from auralm.recipes.hear.model import AudioLM, HearConfig
+    from auralm.training.checkpoint import load_trainable, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    raw = yaml.safe_load((ckpt / "config.yaml").read_text()) or {}
+    if "model" in raw:  # a TrainConfig (what `auralm hear train` writes)
+        from auralm.recipes.hear.config import TrainConfig
+
+        hear = TrainConfig.from_dict(raw).model
+    else:  # a bare HearConfig
+        hear = HearConfig.from_dict(raw)
+    model = AudioLM(hear)  # builds the frozen encoder and LM by name (+ LoRA adapters when lora.r > 0)
+    load_trainable(model, ckpt)  # refuses weights trained on another encoder or LM
+    if device:
+        model.to(device)
+    model.eval()
+    model.checkpoint_dir = ckpt
+    return model
+
+
+def _load(item: str | Path | np.ndarray, name: str) -> np.ndarray:
+    if isinstance(item, (str, Path)):
+        from auralm.data.audio import load_audio
+
+        wav, _ = load_audio(item, SAMPLE_RATE)
+    else:
+        wav = np.asarray(item, dtype=np.float32).reshape(-1)
+    if wav.size == 0:
+        raise AudioError(f"{name}: audio of length zero")
+    return wav
+
+
+def max_seconds_of(model: Any) -> float:
+    """The longest clip the model's encoder takes in one piece (30 s for Whisper; 30 s for encoders without a limit)."""
+    enc = getattr(model, "encoder", None)
+    limit = getattr(enc, "max_samples", None)
+    return limit / SAMPLE_RATE if limit else 30.0
+
+
+def transcribe(
+    model: Any,
+    audio: Sequence[str | Path | np.ndarray],
+    prompt: str | None = None,
+    gen: Any = None,
+    batch_size: int = 8,
+    long_audio: str = "chunks",
+    context_tokens: int = 1500,
+    chunk_seconds: float | None = None,
+    desc: str = "",
+) -> list[str]:
+    """One answer per audio item (a path or a 16 kHz mono waveform); see the module docstring."""
+    import torch
+
+    from auralm.components.generation import GenerationConfig
+    from auralm.core.progress import progress
+    from auralm.data.chunk import chunk_by_silence
+
+    if long_audio not in LONG_AUDIO:
+        raise ConfigError(f"long_audio must be one of {', '.join(LONG_AUDIO)}, got {long_audio!r}")
+    gen = gen or GenerationConfig()
+    prompt = prompt or model.config.prompt
+    limit = min(chunk_seconds or math.inf, max_seconds_of(model))
+    # work: (item index, wav or states) in order; an item's pieces are joined at the end
+    pieces: list[tuple[int, dict[str, Any]]] = []
+    for i, item in enumerate(audio):
+        wav = _load(item, str(item) if isinstance(item, (str, Path)) else f"waveform {i}")
+        if len(wav) <= limit * SAMPLE_RATE:
+            pieces.append((i, {"wav": wav}))
+            continue
+        spans = chunk_by_silence(wav, SAMPLE_RATE, limit, min_seconds=min(1.0, limit / 4))
+        chunks = [wav[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in spans]
+        chunks = [c for c in chunks if len(c)]
+        if long_audio == "context":
+            with torch.no_grad():
+                states, lengths = model.encode_audio(chunks)  # n_chunks, T, D
+            joined = torch.cat([s[: int(n)] for s, n in zip(states, lengths)])  # sum T, D
+            stack = max(1, int(getattr(model.config.connector, "stack", 1)))
+            if math.ceil(joined.shape[0] / stack) <= context_tokens:
+                pieces.append((i, {"states": joined}))
+                continue
+        pieces += [(i, {"wav": c}) for c in chunks]
+    # batches of similar length pad little: work longest first, answers put back in order
+    def size(piece: dict[str, Any]) -> float:
+        return len(piece["wav"]) / SAMPLE_RATE if "wav" in piece else piece["states"].shape[0] / 50.0  # ~50 frames/s
+
+    order = sorted(range(len(pieces)), key=lambda j: (-size(pieces[j][1]), j))
+    answers: dict[int, str] = {}
+    starts = range(0, len(order), batch_size)
+    for s in progress(starts, desc=desc or "transcribe", total=len(starts)):
+        group = [(j, pieces[j][1]) for j in order[s : s + batch_size]]
+        for kind in ("wav", "states"):  # a batch holds waveforms or states, not both
+            part = [(j, p[kind]) for j, p in group if kind in p]
+            if not part:
+                continue
+            batch: dict[str, Any] = {"prompts": [prompt] * len(part), "texts": None}
+            if kind == "wav":
+                batch["wavs"] = [w for _, w in part]
+            else:
+                lengths = torch.tensor([x.shape[0] for _, x in part])
+                states = torch.zeros(len(part), int(lengths.max()), part[0][1].shape[1], dtype=part[0][1].dtype)
+                for b, (_, x) in enumerate(part):
+                    states[b, : x.shape[0]] = x
+                batch["states"], batch["lengths"] = states, lengths
+            with torch.no_grad():
+                outs = model.generate(batch, gen)
+            for (j, _), text in zip(part, outs):
+                answers[j] = text.strip()
+    texts: list[list[str]] = [[] for _ in audio]
+    for j, (i, _) in enumerate(pieces):  # pieces are in item order, an item's chunks in time order
+        texts[i].append(answers[j])
+    return [" ".join(t for t in parts if t) for parts in texts]
+
+
+__all__ = ["load_checkpoint", "max_seconds_of", "transcribe"]
