@@ -67,7 +67,7 @@ def main() -> int:
     from auralm.metrics.audio import codebook_usage, judge_accuracy
     from auralm.recipes.sound.data import load_clips, make_digit_corpus
     from auralm.recipes.sound.demo import make_bundle
-    from auralm.recipes.sound.pipeline import load_parts_tokenizer, resolve_checkpoint, tokenize_manifest
+    from auralm.recipes.sound.pipeline import load_parts_tokenizer, resolve_bundle, tokenize_manifest
     from auralm.recipes.sound.train_gpt import TrainGPTConfig, train_gpt
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
@@ -97,7 +97,7 @@ def main() -> int:
 
     bundle = make_bundle(out / "bundle", tok_ckpt, None, gpt, None)
     t = time.perf_counter()
-    tok = load_parts_tokenizer(resolve_checkpoint(bundle))
+    tok = load_parts_tokenizer(resolve_bundle(bundle))
     wavs, labels, _ = load_clips(manifest, "test", tok.sample_rate)
     codes = [tok.encode(w)[0] for w in wavs]
     res["codebook_usage_test"] = codebook_usage(torch.cat(codes), tok.codebook_size)

@@ -7,7 +7,7 @@ import torch
 
 from auralm.core.errors import ConfigError
 from auralm.recipes.sound.gpt_vae import GPTVAE, GPTVAEConfig, active_units, kl_per_dim, kl_term, kl_weight
-from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, setup, train_gpt
+from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_token_model, setup, train_gpt
 
 TINY = GPTVAEConfig(latent_dim=4, enc_layers=1, dec_layers=1, n_head=2, n_embd=32, block_size=16, dropout=0.1)
 
@@ -63,7 +63,7 @@ def _cfg(tmp_path, name: str, **kw) -> TrainGPTConfig:
 def test_stage2_starts_from_the_stage1_encoder_and_decoder(tmp_path):
     tokens = _tokens()
     stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", steps=6), tokens)
-    ae, _, meta = load_checkpoint(stage1)
+    ae, _, meta = load_token_model(stage1)
     assert meta["stage"] == "ae"
     from auralm.recipes.sound.train_gpt import resolve_model
 
@@ -97,8 +97,8 @@ def test_resume_restores_kl_weight_and_anneal_step(tmp_path):
     assert [h["kl_weight"] for h in hb] == [h["kl_weight"] for h in ha] == [kl_weight(s, "linear", 0.5, 8) for s in range(10)]
     assert [h["anneal_step"] for h in hb] == list(range(1, 11))
     assert [h["loss"] for h in hb] == [h["loss"] for h in ha]
-    a, _, _ = load_checkpoint(full)
-    b, _, _ = load_checkpoint(resumed)
+    a, _, _ = load_token_model(full)
+    b, _, _ = load_token_model(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
 

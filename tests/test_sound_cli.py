@@ -100,7 +100,7 @@ def test_bundle_serves_generate_and_interpolate(trained, tmp_path):
     bundle = make_bundle(tmp_path / "bundle", root / "tok" / "checkpoint", None, root / "gpt" / "checkpoint",
                          root / "vae" / "checkpoint")
     cfg = yaml.safe_load((bundle / "config.yaml").read_text())
-    assert cfg == {"kind": "bundle", "tokenizer": "tokenizer", "vocoder": "", "gpt": "gpt", "vae": "vae"}
+    assert cfg == {"recipe": "sound", "kind": "bundle", "tokenizer": "tokenizer", "vocoder": "", "gpt": "gpt", "vae": "vae"}
     moved = tmp_path / "moved"
     shutil.move(str(bundle), moved)  # self-contained: still works elsewhere
     assert main(["sound", "generate", "--checkpoint", str(moved), "--label", "beep", "--n", "2",

@@ -134,7 +134,9 @@ def test_sound_eval_cli_with_a_stand_in_judge(tmp_path: Path, monkeypatch: pytes
     for i in range(3):
         write_wav(tmp_path / "gen" / f"beep_{i:03d}.wav", synth_event("beep", rng), 16000)
     out = tmp_path / "m.json"
-    assert evaluate.cli(["--manifest", str(manifest), "--generated", str(tmp_path / "gen"), "--vocoder", "griffin-lim",
+    from auralm.recipes.sound.cli import eval_cli
+
+    assert eval_cli(["--manifest", str(manifest), "--generated", str(tmp_path / "gen"), "--vocoder", "griffin-lim",
                          "--out", str(out)]) == 0  # fmt: skip
     import json
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from auralm.components.codecs.mel import MelConfig
-from auralm.components.codecs.mel_vq import MelVQConfig, MelVQTokenizer, MelVQVAE, load_tokenizer
+from auralm.components.codecs.mel_vq import MelVQConfig, MelVQTokenizer, MelVQVAE, load_codec
 from auralm.components.codecs.quantizer import EMAQuantizer, kmeans
 from auralm.core.errors import AudioError
 from auralm.recipes.sound.data import make_sound_events
@@ -117,11 +117,11 @@ def test_train_tokenizer_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_pa
     ckpt = train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "a"))
     assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "weights.safetensors", "state.pt", "metrics.json"}
     assert (tmp_path / "a" / "tb").is_dir()
-    tok = load_tokenizer(ckpt)
+    tok = load_codec(ckpt)
     assert tok.encode(np.zeros(4096, np.float32)).shape == (1, 8)
     # stopped after 2 steps, then resumed to 4: the same weights as 4 steps in one go
     train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b", stop_at=2))
-    assert load_tokenizer(tmp_path / "b" / "checkpoint").model.state_dict()["quantizer.codebook"].shape == (16, 8)
+    assert load_codec(tmp_path / "b" / "checkpoint").model.state_dict()["quantizer.codebook"].shape == (16, 8)
     train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b"))
-    a, b = load_tokenizer(ckpt).model.state_dict(), load_tokenizer(tmp_path / "b" / "checkpoint").model.state_dict()
+    a, b = load_codec(ckpt).model.state_dict(), load_codec(tmp_path / "b" / "checkpoint").model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float()) for k in a)

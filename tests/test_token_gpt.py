@@ -18,7 +18,7 @@ from auralm.recipes.sound.gpt import (
     generate,
     make_batch,
 )
-from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_checkpoint, train_gpt
+from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_token_model, train_gpt
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16}
 
@@ -105,7 +105,7 @@ def test_overfits_a_tiny_set_and_reproduces_it(tmp_path):
     cfg = TrainGPTConfig(kind="class", out=str(tmp_path / "run"), steps=150, batch_size=6, lr=3e-3, warmup_steps=10,
                          eval_every=1000, save_every=1000, tensorboard=False, gpt=GPTConfig(**TINY))
     ckpt = train_gpt(cfg, tokens)
-    model, _, meta = load_checkpoint(ckpt)
+    model, _, meta = load_token_model(ckpt)
     state = torch.load(ckpt / "state.pt", weights_only=False)
     assert state["history"][-1]["loss"] < 0.05 < state["history"][0]["loss"]
     assert meta["label_names"] == ["a", "b", "c"] and meta["clip_tokens"] == 10
@@ -124,8 +124,8 @@ def test_class_gpt_resume_is_exact(tmp_path):
     part = TrainGPTConfig(out=str(tmp_path / "part"), stop_after=7, **base)
     assert torch.load(train_gpt(part, tokens) / "state.pt", weights_only=False)["step"] == 7
     resumed = train_gpt(part.replace(stop_after=0), tokens)
-    a, _, _ = load_checkpoint(full)
-    b, _, _ = load_checkpoint(resumed)
+    a, _, _ = load_token_model(full)
+    b, _, _ = load_token_model(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
     ha = torch.load(full / "state.pt", weights_only=False)["history"]

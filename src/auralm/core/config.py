@@ -126,6 +126,17 @@ class Config:
                 raise ConfigError(f"{type(self).__name__}.{f.name}: expected a string, got {value!r}")
 
 
+def recipe_field(name: str) -> Any:
+    """The ``recipe`` field of a config saved beside a checkpoint: ``auralm.load()`` dispatches on it."""
+    return dataclasses.field(default=name, metadata={"help": f"the recipe that reads this config (always {name!r}; "
+                                                             "auralm.load() dispatches on it)"})
+
+
+def check_recipe(cfg: Config, name: str) -> None:
+    if getattr(cfg, "recipe", None) != name:
+        raise ConfigError(f"{type(cfg).__name__}.recipe must be {name!r}, got {getattr(cfg, 'recipe', None)!r}")
+
+
 def _dataclass_type(hint: Any) -> type[Config] | None:
     if isinstance(hint, type) and issubclass(hint, Config):
         return hint

@@ -8,7 +8,7 @@ the channels of a 1-D conv encoder over time (SpecVQGAN folds frequency into a 2
 
 A checkpoint folder (written by :mod:`auralm.recipes.sound.train_tokenizer`) holds ``config.yaml`` (its
 ``mel`` and ``model`` sections), ``weights.safetensors``, ``state.pt`` (resume) and ``metrics.json``;
-:func:`load_tokenizer` reads it. A ``vocoder/`` subfolder, when present, is used for decoding;
+:func:`load_codec` reads it. A ``vocoder/`` subfolder, when present, is used for decoding;
 otherwise Griffin-Lim.
 """
 
@@ -197,7 +197,7 @@ def save_tokenizer_weights(model: MelVQVAE, folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "weights.safetensors"))
 
 
-def load_tokenizer(folder: str | Path, vocoder: Vocoder | str | Path | None = None) -> MelVQTokenizer:
+def load_codec(folder: str | Path, vocoder: Vocoder | str | Path | None = None) -> MelVQTokenizer:
     """A tokenizer checkpoint folder -> :class:`MelVQTokenizer`. ``vocoder``: a Vocoder, ``"griffin-lim"``, a
     vocoder folder, or None (the folder's ``vocoder/`` when present, else Griffin-Lim)."""
     from safetensors.torch import load_file

@@ -4,7 +4,7 @@
   pseudo-inverse, then fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99) for ``n_iter`` rounds.
 * :class:`HifiGanVocoder` wraps a small HiFi-GAN generator (Kong et al. 2020, arXiv 2010.05646):
   transposed-conv upsampling stages, each followed by a multi-receptive-field fusion (MRF) of
-  dilated residual blocks. It is trained by :mod:`auralm.recipes.sound.train_vocoder` against the
+  dilated residual blocks. It is trained by the sound recipe's vocoder trainer against the
   multi-period (:class:`MultiPeriodDiscriminator`) and multi-scale (:class:`MultiScaleDiscriminator`)
   discriminators defined here, with mel L1 and feature-matching losses.
 
@@ -262,19 +262,22 @@ def feature_matching_loss(real: list, fake: list) -> torch.Tensor:
 
 
 def load_vocoder(path_or_name: str | Path, mel_config: MelConfig | None = None) -> Vocoder:
-    """``"griffin-lim"`` (with ``mel_config``) or a folder written by :func:`auralm.recipes.sound.train_vocoder.train_vocoder`."""
+    """``"griffin-lim"`` (with ``mel_config``) or a vocoder checkpoint folder: ``config.yaml`` (its ``mel`` and
+    ``model`` sections, as the sound recipe's vocoder trainer writes them) and ``weights.safetensors``."""
     if str(path_or_name) == "griffin-lim":
         return GriffinLim(mel_config)
+    import yaml
     from safetensors.torch import load_file
-
-    from auralm.recipes.sound.train_vocoder import VocoderTrainConfig
 
     folder = Path(path_or_name)
     if not (folder / "config.yaml").is_file() or not (folder / "weights.safetensors").is_file():
         raise ModelNotFoundError(f"{folder} is not a vocoder checkpoint (needs config.yaml and weights.safetensors)")
-    cfg = VocoderTrainConfig.from_yaml(folder / "config.yaml")
-    if mel_config is not None and mel_config != cfg.mel:
-        raise ConfigError(f"vocoder {folder} was trained on mels {cfg.mel} but {mel_config} was asked for")
-    voc = HifiGanVocoder(cfg.model, cfg.mel)
+    data = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+    if not isinstance(data, dict) or "model" not in data or "mel" not in data:
+        raise ConfigError(f"{folder}/config.yaml has no 'mel' and 'model' sections: not a vocoder checkpoint")
+    cfg_mel, cfg_model = MelConfig.from_dict(data["mel"]), HifiGanConfig.from_dict(data["model"])
+    if mel_config is not None and mel_config != cfg_mel:
+        raise ConfigError(f"vocoder {folder} was trained on mels {cfg_mel} but {mel_config} was asked for")
+    voc = HifiGanVocoder(cfg_model, cfg_mel)
     voc.generator.load_state_dict(load_file(str(folder / "weights.safetensors")))
     return voc.eval()

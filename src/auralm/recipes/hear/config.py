@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from auralm.core.config import Config, apply_overrides, help_field, load_preset
+from auralm.core.config import Config, apply_overrides, check_recipe, help_field, load_preset, recipe_field
 from auralm.core.errors import ConfigError
 from auralm.recipes.hear.model import HearConfig
 
@@ -91,6 +91,7 @@ class OptimConfig(Config):
 class TrainConfig(Config):
     """Settings of ``auralm hear train``: the model, the data, the optimizer and the bookkeeping."""
 
+    recipe: str = recipe_field("hear")
     model: HearConfig = dataclasses.field(default_factory=HearConfig, metadata={"help": "the audio LM"})
     data: DataConfig = dataclasses.field(default_factory=DataConfig, metadata={"help": "the examples"})
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig, metadata={"help": "optimizer + run length"})
@@ -108,6 +109,7 @@ class TrainConfig(Config):
     logger: str = help_field("tensorboard", f"{', '.join(LOGGERS)} (train_log.jsonl is always written)")
 
     def validate(self) -> None:
+        check_recipe(self, 'hear')
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 (connector) or 2 (connector + LoRA), got {self.stage}")
         r = self.model.lora.r

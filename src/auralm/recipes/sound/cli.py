@@ -18,7 +18,7 @@ from auralm.recipes.sound.pipeline import (
     interpolate_sounds,
     load_parts_tokenizer,
     log_sounds,
-    resolve_checkpoint,
+    resolve_bundle,
     tokenize_manifest,
 )
 
@@ -109,7 +109,7 @@ def _log_checkpoint_samples(ckpt: Path, tokens, tb_dir: Path) -> None:  # noqa: 
     for label in labels:
         w, _, _ = generate_sounds(ckpt, label, 1 if label else 2, SamplingConfig(temperature=0.8, top_p=0.9))
         wavs += w
-    tok = load_parts_tokenizer(resolve_checkpoint(ckpt), "griffin-lim")
+    tok = load_parts_tokenizer(resolve_bundle(ckpt), "griffin-lim")
     log_sounds(tb_dir, "samples", wavs, tok.sample_rate, tok, int(meta["step"]))
 
 

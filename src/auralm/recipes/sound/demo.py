@@ -97,9 +97,9 @@ def evaluate_bundle(bundle: str | Path, manifest: str | Path, out: str | Path, *
     from auralm.data.audio import write_wav
     from auralm.metrics.audio import codebook_usage, frechet_distance, judge_accuracy, mel_error
     from auralm.recipes.sound.data import load_clips
-    from auralm.recipes.sound.pipeline import generate_sounds, load_parts_tokenizer, resolve_checkpoint
+    from auralm.recipes.sound.pipeline import generate_sounds, load_parts_tokenizer, resolve_bundle
 
-    parts = resolve_checkpoint(bundle)
+    parts = resolve_bundle(bundle)
     tok = load_parts_tokenizer(parts)  # with the bundle's vocoder
     sr = tok.sample_rate
     wavs, labels, _ = load_clips(manifest, "test", sr, max_eval_clips or None)
@@ -168,7 +168,7 @@ def run(cfg: SoundDemoConfig) -> dict:
     from auralm.recipes.sound.data import make_digit_corpus
     from auralm.recipes.sound.gpt import SamplingConfig
     from auralm.recipes.sound.pipeline import tokenize_manifest
-    from auralm.recipes.sound.train_gpt import TrainGPTConfig, load_checkpoint, train_gpt, vae_report
+    from auralm.recipes.sound.train_gpt import TrainGPTConfig, load_token_model, train_gpt, vae_report
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
     from auralm.recipes.sound.train_vocoder import VocoderTrainConfig, train_vocoder
 
@@ -221,7 +221,7 @@ def run(cfg: SoundDemoConfig) -> dict:
     test_rows = tokens.rows("test")
     metrics["gpt_vae"] = {}
     for name, ckpt in (("stage1_ae", ae), ("vae_free_bits", vae), ("vae_no_free_bits", nofb)):
-        model, vcfg, meta = load_checkpoint(ckpt)
+        model, vcfg, meta = load_token_model(ckpt)
         rep = vae_report(vcfg, model, tokens, test_rows)
         rep.update(free_bits=vcfg.free_bits if vcfg.stage == "vae" else None, target=vcfg.free_bits_target,
                    beta=vcfg.beta, val=meta["metrics"].get("val"))
@@ -265,10 +265,10 @@ def _interpolation(bundle: Path, manifest: Path, steps: int, out: Path) -> dict:
 def _log_generated(bundle: Path, out: Path, step: int) -> None:
     """One generation per label into the class GPT's TensorBoard (audio and mel images)."""
     from auralm.data.audio import load_audio
-    from auralm.recipes.sound.pipeline import load_parts_tokenizer, log_sounds, resolve_checkpoint
+    from auralm.recipes.sound.pipeline import load_parts_tokenizer, log_sounds, resolve_bundle
 
     gen_dir = out / "generated"
-    tok = load_parts_tokenizer(resolve_checkpoint(bundle))
+    tok = load_parts_tokenizer(resolve_bundle(bundle))
     wavs = [load_audio(p, tok.sample_rate)[0] for p in sorted(gen_dir.glob("*_000.wav"))]
     log_sounds(out / "gpt" / "tb", "generated", wavs, tok.sample_rate, tok, step)
 

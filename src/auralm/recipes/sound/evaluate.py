@@ -71,9 +71,9 @@ def evaluate_sound(manifest: str, split: str = "test", tokenizer: str | None = N
     out: dict[str, Any] = {"manifest": str(manifest), "split": split, "n_clips": len(wavs)}
     out["ceiling"] = {k: v for k, v in judge_accuracy(wavs, labels).items() if k != "transcripts"}
     if tokenizer:
-        from auralm.components.codecs.mel_vq import load_tokenizer
+        from auralm.components.codecs.mel_vq import load_codec
 
-        tok = load_tokenizer(tokenizer, vocoder)
+        tok = load_codec(tokenizer, vocoder)
         codes = tok.encode_many(wavs)
         rec = [tok.decode(c)[0] for c in codes]
         out["reconstruction"] = {k: v for k, v in judge_accuracy(rec, labels).items() if k != "transcripts"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from auralm.core.config import Config, help_field
+from auralm.core.config import Config, check_recipe, help_field, recipe_field
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
 
@@ -24,11 +24,15 @@ from auralm.core.errors import ConfigError, ModelNotFoundError
 class SoundBundle(Config):
     """``config.yaml`` of a sound bundle: the parts, as paths relative to the bundle ("" = absent)."""
 
+    recipe: str = recipe_field("sound")
     kind: str = help_field("bundle", "always 'bundle' (how loaders tell a bundle from a GPT checkpoint)")
     tokenizer: str = help_field("tokenizer", "tokenizer checkpoint folder")
     vocoder: str = help_field("vocoder", "neural vocoder folder ('' = Griffin-Lim)")
     gpt: str = help_field("gpt", "class-conditioned token GPT checkpoint ('' = none)")
     vae: str = help_field("vae", "GPT-VAE checkpoint ('' = none)")
+
+    def validate(self) -> None:
+        check_recipe(self, "sound")
 
 
 @dataclasses.dataclass
@@ -41,7 +45,7 @@ class Parts:
     vae: Path | None = None
 
 
-def resolve_checkpoint(path: str | Path) -> Parts:
+def resolve_bundle(path: str | Path) -> Parts:
     """A bundle or a GPT checkpoint -> its parts (dispatching on ``config.yaml``, not on folder names)."""
     folder = Path(path)
     cfg_path = folder / "config.yaml"
@@ -63,23 +67,23 @@ def resolve_checkpoint(path: str | Path) -> Parts:
 
 def load_parts_tokenizer(parts: Parts, vocoder: str | None = None):  # noqa: ANN201 - MelVQTokenizer
     """The tokenizer with the bundle's vocoder (or ``vocoder``: ``griffin-lim`` or a folder)."""
-    from auralm.components.codecs.mel_vq import load_tokenizer
+    from auralm.components.codecs.mel_vq import load_codec
 
     choice = vocoder or (str(parts.vocoder) if parts.vocoder and parts.vocoder.is_dir() else None)
-    return load_tokenizer(parts.tokenizer, vocoder=choice)
+    return load_codec(parts.tokenizer, vocoder=choice)
 
 
 def tokenize_manifest(tokenizer_dir: str | Path, manifest: str | Path, out: str | Path):  # noqa: ANN201 - TokenSet
     """Encode every clip of a labelled manifest with the tokenizer; save and return a TokenSet at ``out``."""
     import torch
 
-    from auralm.components.codecs.mel_vq import load_tokenizer
+    from auralm.components.codecs.mel_vq import load_codec
     from auralm.core.progress import progress
     from auralm.data.audio import load_audio
     from auralm.data.manifest import read_manifest
     from auralm.recipes.sound.train_gpt import TokenSet
 
-    tok = load_tokenizer(tokenizer_dir, vocoder="griffin-lim")
+    tok = load_codec(tokenizer_dir, vocoder="griffin-lim")
     rows = read_manifest(manifest)
     unlabelled = [r.id for r in rows if not r.label]
     if unlabelled:
@@ -110,15 +114,15 @@ def generate_sounds(checkpoint: str | Path, label: str | None, n: int, sampling=
     import torch
 
     from auralm.recipes.sound.gpt import SamplingConfig, class_inputs, generate
-    from auralm.recipes.sound.train_gpt import load_checkpoint
+    from auralm.recipes.sound.train_gpt import load_token_model
 
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    parts = resolve_checkpoint(checkpoint)
+    parts = resolve_bundle(checkpoint)
     sampling = sampling or SamplingConfig()
     gen = torch.Generator().manual_seed(seed)
     if parts.gpt is not None:
-        model, _, meta = load_checkpoint(parts.gpt)
+        model, _, meta = load_token_model(parts.gpt)
         known = meta["label_names"]
         if label not in known:
             raise ConfigError(f"label {label!r} is not one the model was trained on; known labels: {', '.join(known)}")
@@ -128,7 +132,7 @@ def generate_sounds(checkpoint: str | Path, label: str | None, n: int, sampling=
     elif parts.vae is not None:
         if label:
             raise ConfigError("this checkpoint has only a GPT-VAE, which is not class-conditioned: leave out --label")
-        model, _, meta = load_checkpoint(parts.vae)
+        model, _, meta = load_token_model(parts.vae)
         z = torch.randn(n, model.cfg.latent_dim, generator=gen)
         codes = model.decode(z, meta["clip_tokens"], sampling)
     else:
@@ -143,14 +147,14 @@ def interpolate_sounds(checkpoint: str | Path, a: str | Path, b: str | Path, ste
     """Encode two clips, decode ``steps`` points on the line between their GPT-VAE latents (greedy),
     write ``step_XX.wav`` and ``step_XX.png`` (log-mel) into ``out``; returns the WAV paths."""
     from auralm.data.audio import load_audio, write_wav
-    from auralm.recipes.sound.train_gpt import load_checkpoint
+    from auralm.recipes.sound.train_gpt import load_token_model
 
     if steps < 2:
         raise ConfigError(f"--steps must be at least 2 (the two ends), got {steps}")
-    parts = resolve_checkpoint(checkpoint)
+    parts = resolve_bundle(checkpoint)
     if parts.vae is None:
         raise ModelNotFoundError(f"{checkpoint} holds no GPT-VAE; interpolation needs one (train-gpt --kind vae)")
-    model, _, meta = load_checkpoint(parts.vae)
+    model, _, meta = load_token_model(parts.vae)
     tok = load_parts_tokenizer(parts, vocoder)
     codes = [tok.encode(load_audio(p, tok.sample_rate)[0])[0] for p in (a, b)]  # short clip -> AudioError
     path = model.interpolate(codes[0], codes[1], steps, n_tokens=max(len(c) for c in codes))

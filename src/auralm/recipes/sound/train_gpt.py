@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from auralm.core.config import Config, help_field, save_config
+from auralm.core.config import Config, check_recipe, help_field, recipe_field, save_config
 from auralm.core.errors import AuralmError, ConfigError
 from auralm.core.io import atomic_dir, atomic_write_json
 from auralm.core.progress import progress
@@ -104,6 +104,7 @@ class TokenSet:
 class TrainGPTConfig(Config):
     """Settings of ``auralm sound train-gpt``."""
 
+    recipe: str = recipe_field("sound")
     kind: str = help_field("class", "class (class-conditioned token GPT) or vae (GPT-VAE)")
     tokens: str = help_field("", "token set folder (codes.safetensors + tokens.json)")
     out: str = help_field("runs/sound-gpt", "run folder: checkpoint/ and tb/ go here")
@@ -132,6 +133,7 @@ class TrainGPTConfig(Config):
     free_bits_target: float = help_field(0.25, "free nats: per dimension (per_dim) or in all (total)")
 
     def validate(self) -> None:
+        check_recipe(self, 'sound')
         if self.kind not in ("class", "vae"):
             raise ConfigError(f"kind must be class or vae, got {self.kind!r}")
         if self.stage not in ("ae", "vae"):
@@ -328,7 +330,7 @@ def save_checkpoint(cfg: TrainGPTConfig, state: TrainState, tokens: TokenSet, me
     return folder
 
 
-def load_checkpoint(folder: str | Path) -> tuple[torch.nn.Module, TrainGPTConfig, dict]:
+def load_token_model(folder: str | Path) -> tuple[torch.nn.Module, TrainGPTConfig, dict]:
     """A trained GPT or GPT-VAE (eval mode), its config and meta.json, from a checkpoint folder."""
     folder = Path(folder)
     if not (folder / "model.safetensors").is_file() or not (folder / "meta.json").is_file():

@@ -7,7 +7,7 @@ clips are padded with silence) with L1 reconstruction + commitment loss, until `
 weights.safetensors, state.pt with optimizer, step and RNG states, metrics.json) and TensorBoard
 scalars, a mel image (input | reconstruction) and Griffin-Lim audio of a validation clip.
 
-Layout of ``cfg.out``: ``checkpoint/`` (what :func:`auralm.components.codecs.mel_vq.load_tokenizer` reads),
+Layout of ``cfg.out``: ``checkpoint/`` (what :func:`auralm.components.codecs.mel_vq.load_codec` reads),
 ``tb/`` (TensorBoard events), ``config.yaml``.
 """
 
@@ -24,7 +24,7 @@ import torch
 
 from auralm.components.codecs.mel import LOG_SILENCE, MelConfig, MelFrontend, mel_l1
 from auralm.components.codecs.mel_vq import MelVQConfig, MelVQTokenizer, MelVQVAE, save_tokenizer_weights
-from auralm.core.config import Config, help_field, save_config
+from auralm.core.config import Config, check_recipe, help_field, recipe_field, save_config
 from auralm.core.errors import ConfigError
 from auralm.core.io import atomic_dir, atomic_write_json
 
@@ -33,6 +33,7 @@ from auralm.core.io import atomic_dir, atomic_write_json
 class TokenizerTrainConfig(Config):
     """Settings of ``auralm sound train-tokenizer``."""
 
+    recipe: str = recipe_field("sound")
     manifest: str = help_field("", "manifest of training clips (split train; valid for evaluation)")
     out: str = help_field("", "run folder: checkpoint/, tb/, config.yaml")
     mel: MelConfig = help_field(default_factory=MelConfig, help="log-mel frontend")
@@ -50,6 +51,7 @@ class TokenizerTrainConfig(Config):
     max_eval_clips: int = help_field(64, "validation clips used for the metrics")
 
     def validate(self) -> None:
+        check_recipe(self, 'sound')
         if not self.manifest or not self.out:
             raise ConfigError("TokenizerTrainConfig: manifest and out are required")
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1 or self.lr <= 0:

@@ -37,7 +37,7 @@ from auralm.components.codecs.vocoder import (
     feature_matching_loss,
     generator_adv_loss,
 )
-from auralm.core.config import Config, help_field, save_config
+from auralm.core.config import Config, check_recipe, help_field, recipe_field, save_config
 from auralm.core.errors import ConfigError
 from auralm.core.io import atomic_dir, atomic_write_json
 
@@ -46,6 +46,7 @@ from auralm.core.io import atomic_dir, atomic_write_json
 class VocoderTrainConfig(Config):
     """Settings of ``auralm sound train-vocoder``."""
 
+    recipe: str = recipe_field("sound")
     manifest: str = help_field("", "manifest of training clips (split train; valid for evaluation)")
     out: str = help_field("", "run folder: checkpoint/, tb/, config.yaml")
     mel: MelConfig = help_field(default_factory=MelConfig, help="log-mel frontend (must match the tokenizer's)")
@@ -66,6 +67,7 @@ class VocoderTrainConfig(Config):
     max_eval_clips: int = help_field(24, "validation clips used for the metrics")
 
     def validate(self) -> None:
+        check_recipe(self, 'sound')
         if not self.manifest or not self.out:
             raise ConfigError("VocoderTrainConfig: manifest and out are required")
         if self.model.hop != self.mel.hop:
