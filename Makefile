@@ -52,7 +52,8 @@ test-fast: setup
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench experiments
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -77,16 +77,16 @@ def generate_cli(argv: list[str]) -> int:
     import torch
 
     from auralm.components.generation import GenerationConfig
-    from auralm.recipes.hear.pipeline import load_checkpoint, transcribe
+    from auralm.recipes.hear.pipeline import HearPipeline
 
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "temperature": args.temperature,
              "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
     gen = GenerationConfig.from_dict({k: v for k, v in given.items() if v is not None})
     with contextlib.redirect_stdout(sys.stderr):  # library chatter never reaches stdout
         torch.manual_seed(args.seed)
-        model = load_checkpoint(args.checkpoint)
-        texts = transcribe(model, args.audio, args.prompt, gen, long_audio=args.long_audio,
-                           context_tokens=args.context_tokens, chunk_seconds=args.chunk_seconds)
+        pipe = HearPipeline.from_checkpoint(args.checkpoint)
+        texts = pipe.transcribe(args.audio, args.prompt, gen, long_audio=args.long_audio,
+                                context_tokens=args.context_tokens, chunk_seconds=args.chunk_seconds)
     for text in texts:
         print(text)
     return 0
@@ -122,13 +122,13 @@ def eval_cli(argv: list[str]) -> int:
     check_rows(select_split(read_manifest(args.manifest), split, args.manifest), None, what=args.manifest)
 
     from auralm.components.generation import GenerationConfig
-    from auralm.recipes.hear.pipeline import load_checkpoint
+    from auralm.recipes.hear.pipeline import HearPipeline
 
     gen = GenerationConfig.from_dict({"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias,
                                       **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})})
-    model = load_checkpoint(args.checkpoint)
-    result = {"checkpoint": str(model.checkpoint_dir), "manifest": str(args.manifest),
-              **evaluate(model, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,
+    pipe = HearPipeline.from_checkpoint(args.checkpoint)
+    result = {"checkpoint": str(pipe.checkpoint_dir), "manifest": str(args.manifest),
+              **evaluate(pipe, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,
                          args.batch_size)}
     summary = ", ".join(f"{k} {result[k]:.4f}" for k in ("wer", "wer_shuffled_audio", "whisper_wer")
                         if result.get(k) is not None)

@@ -260,7 +260,7 @@ def run(cfg: DemoConfig) -> dict:
     from auralm.components.generation import GenerationConfig
     from auralm.core.io import atomic_dir
     from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate
-    from auralm.recipes.hear.pipeline import load_checkpoint
+    from auralm.recipes.hear.pipeline import HearPipeline
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,10 +279,11 @@ def run(cfg: DemoConfig) -> dict:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
 
     _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
-    model = load_checkpoint(out / "checkpoint")
+    pipe = HearPipeline.from_checkpoint(out / "checkpoint")
     limit = cfg.max_eval_clips or None
     gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
-    metrics["eval"] = evaluate(model, manifest, split="test", limit=limit, gen=gen)
+    metrics["eval"] = evaluate(pipe, manifest, split="test", limit=limit, gen=gen)
+    model = pipe.model
     if model.config.ctc_weight > 0:
         from auralm.data.audio import load_audio
         from auralm.metrics.text import wer

@@ -49,13 +49,13 @@ def _score(refs: list[str], hyps: list[str], metric: Any) -> float | None:
         return None
 
 
-def evaluate(model: Any, manifest: str | Path | list[Row], split: str | None = "test", limit: int | None = None,
+def evaluate(pipeline: Any, manifest: str | Path | list[Row], split: str | None = "test", limit: int | None = None,
              gen: Any = None, prompt: str | None = None, whisper: bool = True, batch_size: int = 8,
              seed: int = 0) -> dict[str, Any]:
-    """Score ``model`` (an AudioLM) on the rows of ``split`` (None: all rows); see the module docstring."""
+    """Score ``pipeline`` (a :class:`~auralm.recipes.hear.pipeline.HearPipeline`) on the rows of ``split``
+    (None: all rows); see the module docstring."""
     from auralm.components.generation import GenerationConfig
     from auralm.data.audio import load_audio
-    from auralm.recipes.hear.pipeline import transcribe
 
     gen = gen or GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)
     rows = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
@@ -66,18 +66,18 @@ def evaluate(model: Any, manifest: str | Path | list[Row], split: str | None = "
         rows = rows[:limit]
     wavs = [load_audio(r.audio_path(), 16000, r.start, r.end)[0] for r in rows]
     refs = [r.text or "" for r in rows]
-    hyps = transcribe(model, wavs, prompt, gen, batch_size=batch_size, desc="eval")
+    hyps = pipeline.transcribe(wavs, prompt, gen, batch_size=batch_size, desc="eval")
     result: dict[str, Any] = {"n": len(rows), "split": split, "wer": _score(refs, hyps, wer),
                               "cer": _score(refs, hyps, cer), "generation": gen.to_dict()}
     if len(rows) >= 2:
         perm = derangement(len(rows), seed)
-        shuffled = transcribe(model, [wavs[j] for j in perm], prompt, gen, batch_size=batch_size, desc="eval shuffled")
+        shuffled = pipeline.transcribe([wavs[j] for j in perm], prompt, gen, batch_size=batch_size, desc="eval shuffled")
         result["wer_shuffled_audio"] = _score(refs, shuffled, wer)
         result["cer_shuffled_audio"] = _score(refs, shuffled, cer)
     else:
         result["wer_shuffled_audio"] = result["cer_shuffled_audio"] = None
     result["whisper_wer"] = result["whisper_cer"] = None
-    encoder = model.frozen_parts()["encoder"]["name"]
+    encoder = pipeline.model.frozen_parts()["encoder"]["name"]
     if whisper and encoder.startswith("whisper-") and "random" not in encoder:
         from auralm.components.asr import WhisperBaseline
 

@@ -1,4 +1,5 @@
-"""The one inference API that the CLI, the evaluation and servers call.
+"""The S1 inference API that the CLI, the evaluation and servers call: :class:`HearPipeline`
+(what ``auralm.load()`` returns for a hear checkpoint), over two functions:
 
 * :func:`load_checkpoint` builds the :class:`~auralm.recipes.hear.model.AudioLM` a checkpoint folder describes (its
   ``config.yaml``), loads the trained weights and refuses a checkpoint trained on another encoder or LM.
@@ -144,4 +145,45 @@ def transcribe(
     return [" ".join(t for t in parts if t) for parts in texts]
 
 
-__all__ = ["load_checkpoint", "max_seconds_of", "transcribe"]
+class HearPipeline:
+    """A trained S1 model ready to answer: ``auralm.load(folder).transcribe("clip.wav")``.
+
+    ``transcribe`` takes one audio item (a path or a 16 kHz mono waveform) and returns one string, or a
+    list of items and returns a list. ``generation`` (a :class:`~auralm.components.generation.GenerationConfig`
+    or a dict of its fields) overrides the pipeline's decoding settings for one call.
+    """
+
+    recipe = "hear"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: Any, generation: Any = None):
+        from auralm.components.generation import GenerationConfig
+
+        self.model = model
+        self.generation = generation or GenerationConfig()
+        self.checkpoint_dir = getattr(model, "checkpoint_dir", None)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> HearPipeline:
+        return cls(load_checkpoint(path, device))
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def transcribe(self, audio: Any, prompt: str | None = None, generation: Any = None, **kwargs: Any) -> Any:
+        """Answers for ``audio`` (see the class docstring); ``kwargs`` go to :func:`transcribe`
+        (``batch_size``, ``long_audio``, ``context_tokens``, ``chunk_seconds``, ``desc``)."""
+        from auralm.components.generation import GenerationConfig
+
+        single = isinstance(audio, (str, Path)) or (isinstance(audio, np.ndarray) and audio.ndim == 1)
+        gen = self.generation
+        if isinstance(generation, dict):
+            gen = GenerationConfig.from_dict({**gen.to_dict(), **generation})
+        elif generation is not None:
+            gen = generation
+        texts = transcribe(self.model, [audio] if single else list(audio), prompt, gen, **kwargs)
+        return texts[0] if single else texts
+
+
+__all__ = ["HearPipeline", "load_checkpoint", "max_seconds_of", "transcribe"]

@@ -141,6 +141,8 @@ def generate_cli(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="output folder")
     _sampling_args(p)
     a = p.parse_args(argv)
+    if a.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {a.n}")
     wavs, sr, _ = generate_sounds(a.checkpoint, a.label, a.n, _sampling(a), a.seed, a.vocoder)
     out = Path(a.out)
     name = a.label or "prior"

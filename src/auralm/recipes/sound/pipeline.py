@@ -105,66 +105,109 @@ def tokenize_manifest(tokenizer_dir: str | Path, manifest: str | Path, out: str 
     return ts
 
 
-def generate_sounds(checkpoint: str | Path, label: str | None, n: int, sampling=None, seed: int = 0,
-                    vocoder: str | None = None) -> tuple[list[np.ndarray], int, list]:
-    """``n`` clips of ``label`` from the class GPT (or, without a GPT, from the GPT-VAE prior).
+class SoundPipeline:
+    """A trained sound model ready to generate: ``auralm.load(bundle).generate_sound("seven", n=4, seed=0)``.
 
-    Returns (waveforms, sample rate, code sequences).
+    Loads the bundle's parts once: the class-conditioned token GPT and/or the GPT-VAE, and the audio
+    tokenizer with its vocoder (the bundle's, or ``vocoder``: ``griffin-lim`` or a vocoder folder).
     """
-    import torch
 
-    from auralm.recipes.sound.gpt import SamplingConfig, class_inputs, generate
-    from auralm.recipes.sound.train_gpt import load_token_model
+    recipe = "sound"
 
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    parts = resolve_bundle(checkpoint)
-    sampling = sampling or SamplingConfig()
-    gen = torch.Generator().manual_seed(seed)
-    if parts.gpt is not None:
-        model, _, meta = load_token_model(parts.gpt)
-        known = meta["label_names"]
-        if label not in known:
-            raise ConfigError(f"label {label!r} is not one the model was trained on; known labels: {', '.join(known)}")
-        first = class_inputs(model.cfg, torch.full((n,), known.index(label)))
-        codes = generate(model, first, meta["max_tokens"] if meta.get("variable_length") else meta["clip_tokens"],
-                         sampling, stop_at_eos=bool(meta.get("variable_length")), generator=gen)
-    elif parts.vae is not None:
+    def __init__(self, parts: Parts, vocoder: str | None = None):
+        from auralm.recipes.sound.train_gpt import load_token_model
+
+        self.parts = parts
+        self.gpt = self.vae = None
+        self.gpt_meta: dict = {}
+        self.vae_meta: dict = {}
+        if parts.gpt is not None:
+            self.gpt, _, self.gpt_meta = load_token_model(parts.gpt)
+        if parts.vae is not None:
+            self.vae, _, self.vae_meta = load_token_model(parts.vae)
+        if self.gpt is None and self.vae is None:
+            raise ModelNotFoundError(f"{parts} holds no token GPT or GPT-VAE")
+        self.codec = load_parts_tokenizer(parts, vocoder)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, vocoder: str | None = None) -> SoundPipeline:
+        return cls(resolve_bundle(path), vocoder)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels the class GPT was trained on (empty for a GPT-VAE alone)."""
+        return list(self.gpt_meta.get("label_names", []))
+
+    def generate_codes(self, label: str | None = None, n: int = 1, seed: int = 0, sampling=None) -> list:  # noqa: ANN001
+        """``n`` code sequences of ``label`` from the class GPT (or, without one, from the GPT-VAE prior)."""
+        import torch
+
+        from auralm.recipes.sound.gpt import SamplingConfig, class_inputs, generate
+
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        if isinstance(sampling, dict):
+            sampling = SamplingConfig.from_dict(sampling)
+        sampling = sampling or SamplingConfig()
+        gen = torch.Generator().manual_seed(seed)
+        if self.gpt is not None:
+            meta = self.gpt_meta
+            if label not in self.labels:
+                raise ConfigError(f"label {label!r} is not one the model was trained on; known labels: "
+                                  f"{', '.join(self.labels)}")
+            first = class_inputs(self.gpt.cfg, torch.full((n,), self.labels.index(label)))
+            return generate(self.gpt, first, meta["max_tokens"] if meta.get("variable_length") else meta["clip_tokens"],
+                            sampling, stop_at_eos=bool(meta.get("variable_length")), generator=gen)
         if label:
-            raise ConfigError("this checkpoint has only a GPT-VAE, which is not class-conditioned: leave out --label")
-        model, _, meta = load_token_model(parts.vae)
-        z = torch.randn(n, model.cfg.latent_dim, generator=gen)
-        codes = model.decode(z, meta["clip_tokens"], sampling)
-    else:
-        raise ModelNotFoundError(f"{checkpoint} holds no token GPT or GPT-VAE")
-    tok = load_parts_tokenizer(parts, vocoder)
-    wavs = [tok.decode(c)[0] for c in codes]
-    return wavs, tok.sample_rate, codes
+            raise ConfigError("this checkpoint has only a GPT-VAE, which is not class-conditioned: leave out the label")
+        z = torch.randn(n, self.vae.cfg.latent_dim, generator=gen)
+        return self.vae.decode(z, self.vae_meta["clip_tokens"], sampling)
+
+    def generate_sound(self, label: str | None = None, n: int = 1, seed: int = 0, sampling=None) -> list[np.ndarray]:  # noqa: ANN001
+        """``n`` waveforms (float32, ``sample_rate``) of ``label``; ``sampling``: a SamplingConfig or a dict of it."""
+        return [self.codec.decode(c)[0] for c in self.generate_codes(label, n, seed, sampling)]
+
+    def interpolate(self, a: str | Path, b: str | Path, steps: int) -> list[np.ndarray]:
+        """Waveforms at ``steps`` points on the line between the GPT-VAE latents of clips ``a`` and ``b`` (greedy)."""
+        from auralm.data.audio import load_audio
+
+        if steps < 2:
+            raise ConfigError(f"steps must be at least 2 (the two ends), got {steps}")
+        if self.vae is None:
+            raise ModelNotFoundError(f"{self.parts} holds no GPT-VAE; interpolation needs one (train-gpt --kind vae)")
+        codes = [self.codec.encode(load_audio(p, self.sample_rate)[0])[0] for p in (a, b)]  # short clip -> AudioError
+        path = self.vae.interpolate(codes[0], codes[1], steps, n_tokens=max(len(c) for c in codes))
+        return [self.codec.decode(c)[0] for c in path]
+
+
+def generate_sounds(checkpoint: str | Path, label: str | None, n: int, sampling=None, seed: int = 0,  # noqa: ANN001
+                    vocoder: str | None = None) -> tuple[list[np.ndarray], int, list]:
+    """``n`` clips of ``label`` from a checkpoint: (waveforms, sample rate, code sequences)."""
+    pipe = SoundPipeline.from_checkpoint(checkpoint, vocoder)
+    codes = pipe.generate_codes(label, n, seed, sampling)
+    return [pipe.codec.decode(c)[0] for c in codes], pipe.sample_rate, codes
 
 
 def interpolate_sounds(checkpoint: str | Path, a: str | Path, b: str | Path, steps: int, out: str | Path,
                        vocoder: str | None = None) -> list[Path]:
-    """Encode two clips, decode ``steps`` points on the line between their GPT-VAE latents (greedy),
-    write ``step_XX.wav`` and ``step_XX.png`` (log-mel) into ``out``; returns the WAV paths."""
-    from auralm.data.audio import load_audio, write_wav
-    from auralm.recipes.sound.train_gpt import load_token_model
+    """:meth:`SoundPipeline.interpolate`, written as ``step_XX.wav`` and ``step_XX.png`` (log-mel) into ``out``;
+    returns the WAV paths."""
+    from auralm.data.audio import write_wav
 
     if steps < 2:
         raise ConfigError(f"--steps must be at least 2 (the two ends), got {steps}")
-    parts = resolve_bundle(checkpoint)
-    if parts.vae is None:
-        raise ModelNotFoundError(f"{checkpoint} holds no GPT-VAE; interpolation needs one (train-gpt --kind vae)")
-    model, _, meta = load_token_model(parts.vae)
-    tok = load_parts_tokenizer(parts, vocoder)
-    codes = [tok.encode(load_audio(p, tok.sample_rate)[0])[0] for p in (a, b)]  # short clip -> AudioError
-    path = model.interpolate(codes[0], codes[1], steps, n_tokens=max(len(c) for c in codes))
+    pipe = SoundPipeline.from_checkpoint(checkpoint, vocoder)
+    wavs = pipe.interpolate(a, b, steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for k, c in enumerate(path):
-        wav = tok.decode(c)[0]
-        write_wav(out / f"step_{k:02d}.wav", wav, tok.sample_rate)
-        save_spectrogram_png(tok.mel(wav)[0].numpy(), out / f"step_{k:02d}.png", f"step {k} of {steps - 1}")
+    for k, wav in enumerate(wavs):
+        write_wav(out / f"step_{k:02d}.wav", wav, pipe.sample_rate)
+        save_spectrogram_png(pipe.codec.mel(wav)[0].numpy(), out / f"step_{k:02d}.png", f"step {k} of {steps - 1}")
         written.append(out / f"step_{k:02d}.wav")
     return written
 
