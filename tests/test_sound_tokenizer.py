@@ -125,3 +125,18 @@ def test_train_tokenizer_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_pa
     train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b"))
     a, b = load_codec(ckpt).model.state_dict(), load_codec(tmp_path / "b" / "checkpoint").model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float()) for k in a)
+
+
+def test_audio_tokenizer_is_an_abstract_interface():
+    from auralm.components.codecs.base import AudioTokenizer
+
+    with pytest.raises(TypeError, match="abstract"):
+        AudioTokenizer()
+
+    class Half(AudioTokenizer):  # encode without decode is not a codec
+        def encode(self, wav):
+            return torch.zeros(1, 1, dtype=torch.long)
+
+    with pytest.raises(TypeError, match="decode"):
+        Half()
+    assert issubclass(MelVQTokenizer, AudioTokenizer)

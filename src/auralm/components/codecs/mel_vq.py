@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from auralm.components.codecs.base import AudioTokenizer
 from auralm.components.codecs.mel import LOG_SILENCE, MelConfig, MelFrontend
 from auralm.components.codecs.quantizer import EMAQuantizer
 from auralm.components.codecs.vocoder import GriffinLim, Vocoder, load_vocoder
@@ -115,25 +116,6 @@ class MelVQVAE(nn.Module):
         stats["recon"] = F.l1_loss(recon, x)
         stats["total"] = stats["recon"] + stats["loss"]
         return self.denormalize(recon)[..., :frames], codes, stats
-
-
-class AudioTokenizer:
-    """Interface: ``encode(wav) -> codes``, ``decode(codes) -> wav``, ``sample_rate``, ``frame_rate``,
-    ``codebook_size``. The token GPT depends on nothing else."""
-
-    sample_rate: int
-    frame_rate: float
-    codebook_size: int
-
-    def encode(self, wav: np.ndarray | torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def decode(self, codes: torch.Tensor | Sequence[int]) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def tokens_per_clip(self, seconds: float) -> int:
-        """Tokens that a clip of ``seconds`` encodes to."""
-        return math.ceil(round(seconds * self.frame_rate, 6))
 
 
 class MelVQTokenizer(AudioTokenizer):
