@@ -6,7 +6,7 @@ torch and touches no network::
     import auralm
     hear = auralm.load("runs/demo/checkpoint")          # a HearPipeline
     print(hear.transcribe("clip.wav"))
-    sound = auralm.load("runs/sound-demo/bundle")       # a SoundPipeline
+    sound = auralm.load("runs/sound-demo/checkpoint")       # a SoundPipeline
     wavs = sound.generate_sound("seven", n=2, seed=0)
 """
 
