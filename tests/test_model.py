@@ -9,7 +9,13 @@ import torch
 from auralm.components.connectors import ConnectorConfig, SpliceError
 from auralm.components.lm import AUDIO_TOKEN, PlaceholderError, load_lm, text_ids
 from auralm.core.errors import AudioError, AuralmError
-from auralm.recipes.hear.model import TRAINABLE_PREFIXES, AudioLM, CheckpointMismatchError, HearConfig, LoraConfig
+from auralm.recipes.hear.model import (
+    TRAINABLE_PREFIXES,
+    AudioLM,
+    CheckpointMismatchError,
+    HearConfig,
+    LoraConfig,
+)
 
 
 def tiny(kind="prefix", lm="tiny-gpt2", **kw) -> AudioLM:

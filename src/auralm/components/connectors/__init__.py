@@ -22,8 +22,8 @@ from auralm.components.connectors.prefix import (
     PROJECTORS,
     SpliceError,
     StackProjector,
-    splice_audio,
     lengths_mask,
+    splice_audio,
 )
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
