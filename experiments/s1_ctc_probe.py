@@ -55,6 +55,7 @@ class Context(nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="runs/demo")
+    ap.add_argument("--lm", default="smollm2-135m-instruct", help="the LM whose tokens and embeddings are the classes")
     ap.add_argument("--unit", choices=["token", "char"], default="token")
     ap.add_argument("--arch", choices=["mlp", "lstm", "conv"], default="mlp")
     ap.add_argument("--stack", type=int, default=4)
@@ -68,7 +69,7 @@ def main() -> None:
     rows = read_manifest(f"{args.run}/corpus/manifest.jsonl")
     encoder = build_audio_encoder("whisper-tiny.en")
     cache = EmbeddingCache(f"{args.run}/embeddings", encoder.name, encoder.revision)
-    lm, tok = load_lm("smollm2-135m-instruct")
+    lm, tok = load_lm(args.lm)
 
     if args.unit == "token":
         def units(text: str) -> list[int]:
