@@ -62,13 +62,10 @@ class HearConfig(Config):
     feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
                                   "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
-    ctc_vocab: str = help_field("all", "CTC output classes: all (the LM's whole vocabulary) or train (the tokens of "
-                                       "the training transcripts: much faster with a large vocabulary; saved in the "
-                                       "checkpoint; other tokens are dropped from the targets)")
-    ctc_negatives: int = help_field(0, "training only: normalise the CTC softmax over the batch's target tokens, the "
-                                       "blank and this many other CTC classes drawn at random (sampled softmax, "
-                                       "log-corrected for the classes left out): a step costs far less with a large "
-                                       "vocabulary. 0: over every class. Decoding always uses every class")
+    ctc_vocab: str = help_field("all", "CTC classes: all (the LM's vocabulary) or train (the training transcripts' tokens: "
+                                       "much faster with a large vocabulary; saved with the weights)")
+    ctc_negatives: int = help_field(0, "training only: sampled CTC softmax over the batch's target tokens, the blank and "
+                                       "this many other classes drawn at random (0: every class; decoding uses every class)")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     system: str | None = help_field(None, "chat system message (null: the chat template's default; a short one "
                                           "saves tokens: SmolLM2's default persona is 20 tokens per example)")
