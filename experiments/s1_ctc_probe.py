@@ -1,12 +1,16 @@
 """S1 probe: what the projector's CTC head can learn from the cached Whisper states of a demo folder.
 
-Trains stack-S + 2-layer MLP (optionally + a BiLSTM or a conv layer) with a CTC head over either the
-LM's tokens seen in training (``--unit token``: the output layer is SmolLM2's frozen input embeddings,
-as the demo's stage 1) or 38 characters (``--unit char``), on length-grouped batches, for ``--minutes``,
-and prints the greedy CTC WER on the first 100 test clips (validation WER every 200 steps)::
+The library's parts (``auralm.components.connectors.StackProjector`` and ``auralm.components.ctc.CTCHead``),
+optionally with a context layer between them that the library does not ship (``--arch lstm``: a BiLSTM,
+``--arch conv``: a 3-tap convolution, both residual), over either the LM's tokens seen in training
+(``--unit token``: SmolLM2's frozen input embeddings, as the demo's stage 1) or 38 characters
+(``--unit char``: a learned embedding per character), trained on length-grouped batches for ``--minutes``.
+Prints the greedy CTC WER on the first 100 test clips (validation WER every 200 steps)::
 
-  HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python experiments/s1_ctc_probe.py --run runs/demo6k --minutes 8 --arch lstm
+  HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python experiments/s1_ctc_probe.py --run runs/demo --minutes 8 --arch lstm
   HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python experiments/s1_ctc_probe.py --run runs/demo --unit char --stack 2
+
+(The demo's own stage 1 with other settings: ``experiments/s1_stage1.py``.)
 """
 
 from __future__ import annotations
@@ -17,54 +21,41 @@ import re
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from auralm.components.connectors import StackProjector
+from auralm.components.ctc import CTCHead
+from auralm.components.encoders import build_audio_encoder
+from auralm.components.lm import load_lm, text_ids
 from auralm.data.embed_cache import EmbeddingCache
 from auralm.data.manifest import read_manifest
-from auralm.hub import load_causal_lm, revision
 from auralm.metrics.text import wer
 
 CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-class Head(nn.Module):
-    def __init__(self, dim: int, stack: int, hidden: int, width: int, arch: str, out: torch.Tensor | int):
+class Context(nn.Module):
+    """A residual context layer over the projected frames (B, T', H): BiLSTM or convolution."""
+
+    def __init__(self, width: int, arch: str):
         super().__init__()
-        self.stack, self.arch = stack, arch
-        self.norm = nn.LayerNorm(dim * stack)
-        self.net = nn.Sequential(nn.Linear(dim * stack, hidden), nn.GELU(), nn.Linear(hidden, width))
+        self.arch = arch
         if arch == "lstm":
             self.rnn = nn.LSTM(width, 256, batch_first=True, bidirectional=True)
             self.rnn_out = nn.Linear(512, width)
-        elif arch == "conv":
+        else:
             self.conv = nn.Conv1d(width, width, 3, padding=1)
-        if isinstance(out, torch.Tensor):  # frozen LM embeddings of the classes + a learned blank
-            self.register_buffer("table", out)
-            self.blank = nn.Linear(width, 1)
-        else:
-            self.table = None
-            self.out = nn.Linear(width, out + 1)  # class 0 = blank
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t, d = x.shape
-        pad = (-t) % self.stack
-        x = F.pad(x, (0, 0, 0, pad)).reshape(b, (t + pad) // self.stack, d * self.stack)
-        h = self.net(self.norm(x))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.arch == "lstm":
-            h = h + self.rnn_out(self.rnn(h)[0])
-        elif self.arch == "conv":
-            h = h + self.conv(F.gelu(h).transpose(1, 2)).transpose(1, 2)
-        if self.table is not None:
-            logits = torch.cat([self.blank(h), h @ self.table.T], -1)  # blank first
-        else:
-            logits = self.out(h)
-        return logits, (lengths + self.stack - 1) // self.stack
+            return h + self.rnn_out(self.rnn(h)[0])  # B, T', H
+        return h + self.conv(nn.functional.gelu(h).transpose(1, 2)).transpose(1, 2)  # B, T', H
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="runs/demo")
+    ap.add_argument("--lm", default="smollm2-135m-instruct", help="the LM whose tokens and embeddings are the classes")
     ap.add_argument("--unit", choices=["token", "char"], default="token")
     ap.add_argument("--arch", choices=["mlp", "lstm", "conv"], default="mlp")
     ap.add_argument("--stack", type=int, default=4)
@@ -76,55 +67,64 @@ def main() -> None:
     print(args, flush=True)
     torch.manual_seed(0)
     rows = read_manifest(f"{args.run}/corpus/manifest.jsonl")
-    cache = EmbeddingCache(f"{args.run}/embeddings", "whisper-tiny.en", revision("whisper-tiny.en"))
-    lm, tok = load_causal_lm("smollm2-135m-instruct")
+    encoder = build_audio_encoder("whisper-tiny.en")
+    cache = EmbeddingCache(f"{args.run}/embeddings", encoder.name, encoder.revision)
+    lm, tok = load_lm(args.lm)
 
     if args.unit == "token":
         def units(text: str) -> list[int]:
-            return tok(" " + text.strip(), add_special_tokens=False).input_ids
+            return text_ids(tok, text)
+
+        def spell(ids: list[int]) -> str:
+            return tok.decode(ids).strip()
     else:
         def units(text: str) -> list[int]:
             text = re.sub(r" +", " ", re.sub(r"[^a-z0-9' ]", " ", text.lower())).strip()
             return [CHARS.index(c) for c in text]
 
+        def spell(ids: list[int]) -> str:
+            return "".join(CHARS[i] for i in ids).strip()
+
     data: dict[str, list] = {"train": [], "valid": [], "test": []}
     for r in rows:
         data[r.split].append((r.text, cache.get(r).float(), units(r.text)))
     train = data["train"]
+    vocab = sorted({u for e in train for u in e[2]})
     if args.unit == "token":
-        vocab = sorted({i for e in train for i in e[2]})
-        out: torch.Tensor | int = lm.get_input_embeddings().weight.detach()[torch.tensor(vocab)].clone()
-        width = out.shape[1]
+        table = lm.get_input_embeddings()  # frozen; the CTC classes are its rows of the training tokens
     else:
-        vocab, out, width = list(range(len(CHARS))), len(CHARS), args.hidden
-    cls = {u: i + 1 for i, u in enumerate(vocab)}  # 0 = blank
+        table = nn.Embedding(len(CHARS), args.hidden)  # learned: the head does not own it, the optimiser gets it
+    width = table.weight.shape[1]
     dim = train[0][1].shape[1]
-    model = Head(dim, args.stack, args.hidden, width, args.arch, out)
+    projector = StackProjector(dim, width, args.stack, "mlp", args.hidden)
+    context = Context(width, args.arch) if args.arch != "mlp" else nn.Identity()
+    head = CTCHead(table, vocab)
+    params = [*projector.parameters(), *context.parameters(), *head.parameters()]
+    params += list(table.parameters()) if args.unit == "char" else []
 
     def pad(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = torch.tensor([e[1].shape[0] for e in batch])
-        x = torch.zeros(len(batch), int(lengths.max()), dim)
+        x = torch.zeros(len(batch), int(lengths.max()), dim)  # B, T, D
         for i, e in enumerate(batch):
             x[i, : e[1].shape[0]] = e[1]
         return x, lengths
 
-    def decode(logits: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        texts = []
-        for row, n in zip(logits.argmax(-1).tolist(), lengths.tolist()):
-            ids = [vocab[c - 1] for j, c in enumerate(row[:n]) if c and (j == 0 or c != row[j - 1])]
-            texts.append(tok.decode(ids).strip() if args.unit == "token" else "".join(CHARS[i] for i in ids).strip())
-        return texts
+    def audio(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        h, lengths = projector(*pad(batch))  # B, T', H
+        return context(h), lengths
 
     def evaluate(split: str) -> float:
-        model.eval()
+        for m in (projector, context, head):
+            m.eval()
         ex, hyps = data[split][:100], []
         with torch.no_grad():
             for i in range(0, len(ex), 32):
-                hyps += decode(*model(*pad(ex[i : i + 32])))
-        model.train()
+                hyps += [spell(ids) for ids in head.greedy_decode(*audio(ex[i : i + 32]))]
+        for m in (projector, context, head):
+            m.train()
         return wer([e[0] for e in ex], hyps)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     t0, step, epoch = time.time(), 0, 0
     while time.time() - t0 < args.minutes * 60:
         order = list(range(len(train)))
@@ -135,13 +135,10 @@ def main() -> None:
         random.Random(epoch + 99).shuffle(batches)
         for idx in batches:
             batch = [train[j] for j in idx]
-            logits, lengths = model(*pad(batch))
-            targets = [torch.tensor([cls[u] for u in e[2] if u in cls]) for e in batch]
-            loss = F.ctc_loss(logits.float().log_softmax(-1).transpose(0, 1), torch.cat(targets), lengths,
-                              torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+            loss = head.loss(*audio(batch), [e[2] for e in batch])
             opt.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
             if step % 200 == 0:

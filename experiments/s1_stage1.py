@@ -2,12 +2,13 @@
 CTC-compressed frames, LoRA) of the demo recipe with other settings, scored on held-out clips: stage 1
 by the projector's own greedy CTC decoding, stage 2 by the LM's greedy transcripts.
 
-Reuses a finished ``auralm demo`` folder (its ``prepared.jsonl`` and ``embeddings/``), trains stage 1
-exactly as the demo does plus the overrides given, and prints the CTC WER on the first ``--n`` test
-clips (the demo scores 100), with the training minutes. Writes ``OUT/probe.json``.
+Reuses a finished ``auralm demo`` folder (its ``corpus/manifest.jsonl`` and ``embeddings/``), trains the
+stage exactly as the demo does (its stage preset, ``hear-demo-stage1`` or ``-stage2``) plus the overrides
+given, and prints the CTC WER on the first ``--n`` test clips (the demo scores 100), with the training
+minutes. Writes ``OUT/probe.json``.
 
-  HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python experiments/s1_stage1.py --demo runs/demo --out runs/s1x/common8k \\
-      --minutes 8 model.ctc_vocab=common
+  HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python experiments/s1_stage1.py --demo runs/demo --out runs/s1x/stack3 \\
+      --steps 2000 --minutes 8 model.connector.stack=3
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", default="runs/demo")
     p.add_argument("--out", required=True)
-    p.add_argument("--minutes", type=float, default=8.0)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--minutes", type=float, default=0.0, help="time guard (default: the stage preset's)")
+    p.add_argument("--steps", type=int, default=0, help="optimizer steps (default: the stage preset's)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--manifest", default="", help="train on this manifest instead of the demo's (its valid and test "
                                                   "splits must be the demo's; scoring always reads the demo's test clips)")
@@ -33,23 +34,22 @@ def main() -> int:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
 
-    from auralm.core.config import load_preset
     from auralm.data.audio import load_audio
     from auralm.data.manifest import read_manifest
     from auralm.metrics.text import wer
     from auralm.recipes.hear.config import config_from_preset
+    from auralm.recipes.hear.demo import DemoConfig
     from auralm.recipes.hear.pipeline import load_checkpoint
     from auralm.recipes.hear.train import train
 
     demo, out = Path(a.demo), Path(a.out)
-    d = load_preset("demo")
+    d = DemoConfig()  # the `demo` preset (a test checks they agree): its stage presets
     manifest = demo / "corpus" / "manifest.jsonl"  # what the demo trains on (prepared.jsonl is only a check)
     overrides = [f"out={out}", f"data.manifest={a.manifest or manifest}", f"data.cache_dir={demo / 'embeddings'}",
-                 f"model.encoder={d['encoder']}", f"optim.max_steps={a.steps}", f"optim.max_minutes={a.minutes}",
-                 f"stage={a.stage}", f"model.lora.r={d['lora_r'] if a.stage == 2 else 0}", *d["train_overrides"],
-                 *d[f"stage{a.stage}_overrides"], *([f"init_from={a.init_from}"] if a.init_from else []), *a.overrides]
+                 *([f"optim.max_steps={a.steps}"] if a.steps else []), *([f"optim.max_minutes={a.minutes}"] if a.minutes else []),
+                 *([f"init_from={a.init_from}"] if a.init_from else []), *a.overrides]
     t = time.perf_counter()
-    ckpt = train(config_from_preset(d["train_preset"], overrides))
+    ckpt = train(config_from_preset(d.stage1_preset if a.stage == 1 else d.stage2_preset, overrides))
     minutes = (time.perf_counter() - t) / 60
     model = load_checkpoint(ckpt)
     rows = [r for r in read_manifest(manifest) if r.split == "test"][: a.n]

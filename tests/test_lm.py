@@ -91,3 +91,24 @@ def test_text_ids_mid_sentence(gpt2):
     _, tok = gpt2
     assert text_ids(tok, "hello world") == tok(" hello world", add_special_tokens=False)["input_ids"]
     assert tok.decode(text_ids(tok, " hello ")) == " hello"
+
+
+def test_pad_ids_pads_right_or_left():
+    from auralm.components.lm import pad_ids
+
+    assert pad_ids([[1, 2, 3], [4]], 0, left=False).tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert pad_ids([[1, 2, 3], [4]], 0, left=True).tolist() == [[1, 2, 3], [0, 0, 4]]
+
+
+def test_inject_lora_trains_only_the_adapters_and_names_missing_targets():
+    from auralm.components.lm import LoraConfig, inject_lora
+    from auralm.core.errors import ConfigError
+
+    lm, _ = load_lm("tiny-llama")
+    inject_lora(lm, LoraConfig(r=2))  # auto: q_proj + v_proj
+    trained = {n for n, p in lm.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trained)
+    with pytest.raises(ConfigError, match="no such modules"):
+        inject_lora(load_lm("tiny-gpt2")[0], LoraConfig(r=2, targets=["q_proj"]))
+    with pytest.raises(ConfigError, match="r > 0"):
+        inject_lora(lm, LoraConfig(r=0))

@@ -7,9 +7,15 @@ import pytest
 import torch
 
 from auralm.components.connectors import ConnectorConfig, SpliceError
-from auralm.components.lm import AUDIO_TOKEN, PlaceholderError, load_lm
+from auralm.components.lm import AUDIO_TOKEN, PlaceholderError, load_lm, text_ids
 from auralm.core.errors import AudioError, AuralmError
-from auralm.recipes.hear.model import AudioLM, CheckpointMismatchError, HearConfig, LoraConfig
+from auralm.recipes.hear.model import (
+    TRAINABLE_PREFIXES,
+    AudioLM,
+    CheckpointMismatchError,
+    HearConfig,
+    LoraConfig,
+)
 
 
 def tiny(kind="prefix", lm="tiny-gpt2", **kw) -> AudioLM:
@@ -67,15 +73,21 @@ def test_bfloat16_autocast_forward_backward():
         assert grads(model)
 
 
+def ctc_loss(model, b):
+    """The model's CTC loss on a batch of cached states (the LM is not run)."""
+    return model.ctc.loss(*model.connector.project(b["states"], b["lengths"]), [text_ids(model.tokenizer, t) for t in b["texts"]])
+
+
 def test_ctc_head_loss_and_greedy_decode():
     model = tiny(ctc_weight=1.0, conn={"stack": 2})  # 6 and 4 frames for 3 and 4 target tokens
-    assert {k for k in model.trainable_state_dict() if not k.startswith("connector.")} == {"ctc_blank.weight", "ctc_blank.bias", "ctc_vocab"}
+    assert {k for k in model.trainable_state_dict() if not k.startswith("connector.")} == {"ctc.blank.weight", "ctc.blank.bias", "ctc.vocab"}
+    assert {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(TRAINABLE_PREFIXES)} == set()
     b = batch()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     first = None
     for _ in range(60):
         opt.zero_grad()
-        loss = model.ctc_loss(*model.connector.project(b["states"], b["lengths"]), b["texts"])
+        loss = ctc_loss(model, b)
         loss.backward()
         opt.step()
         first = first or float(loss.detach())
@@ -179,43 +191,19 @@ def _soft_model(**kw):
                               ctc_weight=1.0, feed="ctc_soft", **kw))
 
 
-def test_ctc_compress_drops_blanks_merges_runs_and_mixes_embeddings(monkeypatch):
-    m = _soft_model(soft_top_k=2)
-    V, blank = m.vocab_size, m.vocab_size
+def test_ctc_soft_feeds_the_compressed_runs_and_their_ids(monkeypatch):
+    m = _soft_model(soft_top_k=1)
+    V = m.vocab_size  # ctc_vocab=all: class k is token k, the blank is V
     E = m.lm.get_input_embeddings().weight
-    # frames: a a blank b | b b  (clip 2 has length 2 of 4)
-    best = [[5, 5, blank, 7], [9, 9, blank, blank]]
-    logp = torch.full((2, 4, V + 1), -30.0)
-    for b, row in enumerate(best):
-        for t, c in enumerate(row):
-            logp[b, t, c] = 0.0
-    logp[0, 0, 6] = -1.0  # a second, less likely token in the first frame of run "a"
-    monkeypatch.setattr(m, "ctc_log_probs", lambda audio: logp)
-    out, lengths = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
-    assert lengths.tolist() == [2, 1]
-    # run "a": mean posterior over its two frames of tokens 5 and 6, top-2, renormalised
-    p5, p6 = 1.0, (torch.tensor(-1.0).exp().item()) / 2
-    w5, w6 = p5 / (p5 + p6), p6 / (p5 + p6)
-    assert torch.allclose(out[0, 0], w5 * E[5] + w6 * E[6], atol=1e-5)
-    assert torch.allclose(out[0, 1], E[7], atol=1e-4)
-    assert torch.allclose(out[1, 0], E[9], atol=1e-4) and torch.equal(out[1, 1], torch.zeros(m.lm_dim))
-    m.config = m.config.replace(soft_top_k=1)  # hard feed: the top token's own embedding, exactly
-    hard, _ = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
-    assert torch.equal(hard[0, 0], E[5]) and torch.equal(hard[0, 1], E[7]) and torch.equal(hard[1, 0], E[9])
-
-    # feed_noise: in training some runs read their next-best token or vanish; in eval nothing changes
-    m.config = m.config.replace(feed_noise=0.6)
-    assert torch.equal(m.eval().ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))[0], hard)
-    m.train()
-    seen = set()
-    for seed in range(40):
-        torch.manual_seed(seed)
-        noisy, n = m.ctc_compress(torch.zeros(2, 4, m.lm_dim), torch.tensor([4, 2]))
-        first = noisy[0, 0]
-        seen.add(("len", int(n[0])))
-        seen.add(("a", "best" if torch.equal(first, E[5]) else "next" if torch.equal(first, E[6]) else "other"))
-        assert int(n[1]) == 1  # a clip's only run is never dropped
-    assert {("len", 1), ("len", 2), ("a", "best"), ("a", "next")} <= seen
+    logp = torch.full((1, 4, V + 1), -30.0)
+    for t, c in enumerate([5, 5, V, 7]):
+        logp[0, t, c] = 0.0
+    monkeypatch.setattr(m.ctc, "log_probs", lambda audio: logp)
+    monkeypatch.setattr(m.connector, "project", lambda states, lengths: (torch.zeros(1, 4, m.lm_dim), torch.tensor([4])))
+    x = m.build_inputs({"states": torch.zeros(1, 16, 256), "lengths": torch.tensor([16])}, answers=False, left_pad=True)
+    assert x["lm_audio_lengths"].tolist() == [2] and x["lm_audio_ids"] == [[5, 7]]
+    rows = x["embeds"][0]  # L, H: the two runs are spliced as the embeddings of tokens 5 and 7, in order
+    assert any(torch.equal(rows[i], E[5]) and torch.equal(rows[i + 1], E[7]) for i in range(len(rows) - 1))
 
 
 def test_ctc_soft_trains_the_projector_through_the_lm_loss():
@@ -248,12 +236,12 @@ def test_ctc_soft_needs_a_ctc_head():
 def test_ctc_vocab_train_is_a_shortlist_saved_with_the_weights():
     m = _soft_model(ctc_vocab="train")
     with pytest.raises(AuralmError, match="no vocabulary"):
-        m.ctc_log_probs(torch.zeros(1, 2, m.lm_dim))
+        m.ctc.log_probs(torch.zeros(1, 2, m.lm_dim))
     texts = ["hello world", "world peace"]
     m.set_ctc_vocab(texts)
     ids = sorted({i for t in texts for i in m.tokenizer(" " + t, add_special_tokens=False).input_ids})
     assert m.ctc_vocab.tolist() == ids
-    assert m.ctc_log_probs(torch.zeros(1, 3, m.lm_dim)).shape == (1, 3, len(ids) + 1)
+    assert m.ctc.log_probs(torch.zeros(1, 3, m.lm_dim)).shape == (1, 3, len(ids) + 1)
     wav = [np.random.RandomState(1).randn(16000).astype("float32")]
     assert torch.isfinite(m({"wavs": wav, "texts": ["hello world"]})["ctc_loss"])
     state = m.trainable_state_dict()
@@ -263,68 +251,27 @@ def test_ctc_vocab_train_is_a_shortlist_saved_with_the_weights():
     assert fresh.ctc_greedy_decode({"wavs": wav}) == m.ctc_greedy_decode({"wavs": wav})
 
 
-def test_ctc_vocab_common_spells_rare_tokens_with_frequent_pieces():
-    m = _soft_model(ctc_vocab="common", ctc_vocab_size=3000)
-    assert len(m.ctc_vocab) == 3000 and int(m.ctc_vocab.max()) == 2999
-    text = "photosynthesis unbelievably"
-    ids = m.tokenizer(" " + text, add_special_tokens=False).input_ids
-    assert any(i >= 3000 for i in ids)  # rare tokens: with ctc_vocab=train-style dropping they would vanish
-    classes = m._ctc_classes(ids)
-    pieces = m.ctc_vocab[classes].tolist()
-    assert all(p < 3000 for p in pieces) and len(pieces) > len(ids)
-    assert m.tokenizer.decode(pieces) == " " + text  # the spelling says the same text
-    wav = [np.random.RandomState(2).randn(16000).astype("float32")]
-    assert torch.isfinite(m({"wavs": wav, "texts": [text]})["ctc_loss"])
-    with pytest.raises(AuralmError, match="ctc_vocab must be one of"):
-        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_vocab="rare")
-
-
-def test_sampled_ctc_softmax_is_unbiased_trains_and_is_off_in_eval():
+def test_sampled_ctc_softmax_trains_the_projector_and_is_off_in_eval():
     model = tiny(ctc_weight=1.0, conn={"stack": 2}, ctc_negatives=40)
-    K = len(model.ctc_vocab)
-    flat = torch.tensor([5, 9, 5, 17])
-    classes, bias, remapped = model._sampled_classes(flat)
-    assert classes[:3].tolist() == [5, 9, 17] and remapped.tolist() == [0, 1, 0, 2]
-    assert len(set(classes.tolist())) == 43 and bias[:3].eq(0).all()
-    assert torch.allclose(bias[3:], torch.tensor((K - 3) / 40).log())
-    # the estimated partition function has the exact one as its mean
-    logits = torch.randn(K, generator=torch.Generator().manual_seed(1))
-    est = torch.stack([(logits[c] + b).exp().sum() for c, b, _ in (model._sampled_classes(flat) for _ in range(3000))])
-    assert est.mean() == pytest.approx(float(logits.exp().sum()), rel=0.03)
-    # eval mode, and a sample as large as the vocabulary, use the full softmax
+    assert model.ctc.negatives == 40
     b = batch()
-    audio, lengths = model.connector.project(b["states"], b["lengths"])
-    full = tiny(ctc_weight=1.0, conn={"stack": 2}).ctc_loss(audio, lengths, b["texts"])
-    assert torch.equal(model.eval().ctc_loss(audio, lengths, b["texts"]), full)
-    assert model.train()._sampled_classes(flat) is not None
-    assert tiny(ctc_weight=1.0, conn={"stack": 2}, ctc_negatives=K).train()._sampled_classes(flat) is None
+    full = tiny(ctc_weight=1.0, conn={"stack": 2})
+    assert torch.equal(ctc_loss(model.eval(), b), ctc_loss(full, b))  # eval mode: the full softmax
     # trained with the sampled softmax, the full-softmax greedy decoding learns the transcripts
+    model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     for _ in range(80):
         opt.zero_grad()
-        model.ctc_loss(*model.connector.project(b["states"], b["lengths"]), b["texts"]).backward()
+        ctc_loss(model, b).backward()
         opt.step()
     assert model.eval().ctc_greedy_decode(b) == ["the cat sat", "a dog ran far"]
 
 
-def test_learned_ctc_head_starts_as_the_embeddings_head_trains_and_round_trips():
-    plain, learned = _soft_model(ctc_vocab="train"), _soft_model(ctc_vocab="train", ctc_head="learned")
-    texts = ["hello world", "the cat sat on the mat"]
-    for m in (plain, learned):
-        m.set_ctc_vocab(texts)
-    K = len(learned.ctc_vocab)
-    assert learned.ctc_delta.shape == (K, learned.lm_dim) and learned.ctc_bias.shape == (K,)
-    audio = torch.randn(2, 5, learned.lm_dim)
-    assert torch.equal(plain.ctc_log_probs(audio), learned.ctc_log_probs(audio))  # zero offsets at the start
-    state = learned.trainable_state_dict()
-    assert {"ctc_delta", "ctc_bias", "ctc_vocab"} <= set(state)
-    wav = [np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1] * 2
-    learned.train()({"wavs": wav, "texts": texts})["ctc_loss"].backward()
-    assert learned.ctc_delta.grad.abs().sum() > 0 and learned.ctc_bias.grad.abs().sum() > 0
-    with torch.no_grad():
-        learned.ctc_delta.add_(0.5)
-    fresh = _soft_model(ctc_vocab="train", ctc_head="learned")  # no vocabulary yet: the head comes with the state
-    fresh.load_trainable_state_dict(learned.trainable_state_dict())
-    assert torch.equal(fresh.eval().ctc_log_probs(audio), learned.eval().ctc_log_probs(audio))
-    with pytest.raises(AuralmError, match="ctc_head"):
-        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, ctc_head="mlp")
+def test_retired_options_are_unknown_config_keys():
+    for key in ("feed_noise", "ctc_head", "ctc_vocab_size"):
+        with pytest.raises(AuralmError, match=key):
+            HearConfig.from_dict({"encoder": "conv-tiny", key: 1})
+    with pytest.raises(AuralmError, match="time_mask_prob"):
+        HearConfig.from_dict({"connector": {"time_mask_prob": 0.1}})
+    with pytest.raises(AuralmError, match="ctc_vocab must be one of"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, ctc_vocab="common")

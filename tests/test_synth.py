@@ -187,29 +187,7 @@ def test_text_file_errors(tmp_path):
         text_sources.text_file_lines(tmp_path / "blank.txt")
 
 
-def test_word_lists_are_training_only_and_keep_the_sentence_clips():
-    sents = text_sources.embedded_sentences()
-    plain = synth.plan_clips(synth.SynthConfig(out="x", n=40, seed=1), sents)
-    mixed = synth.plan_clips(synth.SynthConfig(out="x", n=40, seed=1, word_lists=25, word_list_vocab=500,
-                                               word_list_len=[3, 6]), sents)
-    assert mixed[:40] == plain  # the sentence clips (and so their cached embeddings) do not change
-    extra = mixed[40:]
-    assert len(extra) == 25 and {s.kind for s in extra} == {"word_list"} and {s.split for s in extra} == {"train"}
-    vocab = set(text_sources.common_words(500))
-    for s in extra:
-        words = s.text.rstrip(".").split()
-        assert 3 <= len(words) <= 6 and s.text[0].isupper()
-        assert set(words[1:]) <= vocab and (words[0] in vocab or words[0][0].lower() + words[0][1:] in vocab)
-    again = synth.plan_clips(synth.SynthConfig(out="x", n=40, seed=1, word_lists=25, word_list_vocab=500,
-                                               word_list_len=[3, 6]), sents)
-    assert again == mixed
-    assert len({s.text for s in extra}) == 25
-
-
-def test_word_list_settings_are_checked():
-    with pytest.raises(ConfigError, match="word_lists"):
-        synth.SynthConfig(out="x", word_lists=-1)
-    with pytest.raises(ConfigError, match="word_list_len"):
-        synth.SynthConfig(out="x", word_list_len=[6, 3])
-    with pytest.raises(ConfigError, match="word_list_vocab"):
-        synth.SynthConfig(out="x", word_list_vocab=0)
+def test_word_lists_were_retired():
+    with pytest.raises(ConfigError, match="word_lists"):  # probe 9 of docs/s1-alignment.md: they lost per minute
+        synth.SynthConfig.from_dict({"out": "x", "word_lists": 100})
+    assert not hasattr(text_sources, "word_lists")

@@ -19,7 +19,7 @@ import numpy as np
 from auralm.core.constants import SAMPLE_RATE
 from auralm.core.errors import AudioError, AuralmError, ManifestError
 from auralm.data.audio import audio_info, load_audio
-from auralm.data.manifest import Row, hash_unit
+from auralm.data.manifest import Row
 
 
 def row_seconds(row: Row) -> float:
@@ -79,17 +79,6 @@ def select_split(rows: Sequence[Row], split: str | None, what: str = "manifest")
     if not chosen:
         present = sorted({str(r.split) for r in rows})
         raise ManifestError(f"{what} has no rows in split {split!r} (splits present: {', '.join(present)})")
-    return chosen
-
-
-def source_part(rows: Sequence[Row], low: float, high: float, what: str = "manifest") -> list[Row]:
-    """The rows whose source (else id) hashes into ``[low, high)``: a deterministic part of a split that keeps
-    every clip of one sentence or recording together. ``[0, 1)`` is every row."""
-    if (low, high) == (0.0, 1.0):
-        return list(rows)
-    chosen = [r for r in rows if low <= hash_unit("part", r.source or r.id) < high]
-    if not chosen:
-        raise ManifestError(f"{what}: no rows in the part [{low}, {high}) of {len(rows)} rows")
     return chosen
 
 

@@ -77,10 +77,6 @@ class SynthConfig(Config):
     peak: float = help_field(0.9, "peak amplitude after normalisation (0..1]")
     trim_silence: bool = help_field(True, "cut leading/trailing silence, then pad 0.1 s of digital silence each side")
     jobs: int = help_field(2, "clips rendered at once (each drives its own engine process)")
-    word_lists: int = help_field(0, "extra training-only clips that read random lists of common English words "
-                                    "(after the sentence clips; their split is always train)")
-    word_list_vocab: int = help_field(12000, "word lists draw from this many of the most frequent English words (wordfreq)")
-    word_list_len: list[int] = help_field([5, 11], "words per word list, [low, high]")
 
     def validate(self) -> None:
         if not isinstance(self.out, str) or not self.out.strip():
@@ -121,13 +117,6 @@ class SynthConfig(Config):
             raise ConfigError(f"SynthConfig.peak: must be in (0, 1], got {self.peak}")
         if self.jobs < 1:
             raise ConfigError(f"SynthConfig.jobs: must be at least 1, got {self.jobs}")
-        if isinstance(self.word_lists, bool) or not isinstance(self.word_lists, int) or self.word_lists < 0:
-            raise ConfigError(f"SynthConfig.word_lists: expected a whole number >= 0, got {self.word_lists!r}")
-        if self.word_list_vocab < 1:
-            raise ConfigError(f"SynthConfig.word_list_vocab: must be at least 1, got {self.word_list_vocab}")
-        r = self.word_list_len
-        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) and 1 <= r[0] <= r[1]):
-            raise ConfigError(f"SynthConfig.word_list_len: expected [low, high] with 1 <= low <= high, got {r!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +131,6 @@ class ClipSpec:
     voice: str
     rate: float
     pitch: float
-    kind: str = "sentence"  # or "word_list"
 
     def key(self, cfg: SynthConfig) -> str:
         shape = [self.text, self.engine, self.voice, self.rate, self.pitch, cfg.sample_rate, cfg.peak, cfg.trim_silence]
@@ -227,16 +215,12 @@ def plan_clips(cfg: SynthConfig, sentences: list[str]) -> list[ClipSpec]:
     else:
         pool = sorted(sentences, key=lambda s: (hash_unit(cfg.seed, "order", text_sources.sentence_key(s)), s))
         order = [pool[i % len(pool)] for i in range(n)]
-    word_lists = []
-    if cfg.word_lists:
-        word_lists = text_sources.word_lists(cfg.word_lists, cfg.word_list_vocab, *cfg.word_list_len, seed=cfg.seed)
     held = [x for v in cfg.eval_voices for x in match_voices(v, cfg.voices)]
     train_voices = [v for v in cfg.voices if v not in held]
     specs = []
-    for i, text in enumerate(order + word_lists):
-        kind = "sentence" if i < len(order) else "word_list"
+    for i, text in enumerate(order):
         source = text_sources.sentence_id(text)
-        split = split_for_source(source, cfg.valid_frac, cfg.test_frac, seed=0) if kind == "sentence" else "train"
+        split = split_for_source(source, cfg.valid_frac, cfg.test_frac, seed=0)
         voices = held if held and split == "test" else train_voices
         pick = i if cfg.text is not None else int(hash_unit(cfg.seed, i, "voice") * len(voices))  # --text: cycle
         voice = voices[pick % len(voices)]
@@ -248,7 +232,7 @@ def plan_clips(cfg: SynthConfig, sentences: list[str]) -> list[ClipSpec]:
         else:
             rate = round(_between(*cfg.flite_stretch, u_rate), 2)
             pitch = float(round(FLITE_BASE_F0[name] * _between(*cfg.flite_pitch, u_pitch)))
-        specs.append(ClipSpec(i, text, source, split, engine, name, rate, pitch, kind))
+        specs.append(ClipSpec(i, text, source, split, engine, name, rate, pitch))
     return specs
 
 
@@ -349,8 +333,7 @@ def synth_speech(cfg: SynthConfig) -> Path:
     rows = [
         Row(id=s.clip_id(cfg), audio=f"wavs/{s.clip_id(cfg)}.wav", text=s.text, duration=round(durations[s.index], 4),
             sample_rate=cfg.sample_rate, split=s.split, source=s.source,
-            meta={"engine": s.engine, "voice": s.voice, "rate": s.rate, "pitch": s.pitch,
-                  **({"kind": s.kind} if s.kind != "sentence" else {})})
+            meta={"engine": s.engine, "voice": s.voice, "rate": s.rate, "pitch": s.pitch})
         for s in specs
     ]  # fmt: skip
     manifest = out / "manifest.jsonl"

@@ -4,16 +4,13 @@
 single ``%``) and keeps short, clean, single-line-ish sentences: ASCII letters, digits and plain
 punctuation only, 3 to 20 words, attributions (``-- Author``) removed, duplicates dropped.
 :func:`text_file_lines` returns a file's non-empty lines in order. :func:`embedded_sentences` is the
-fallback shipped in ``auralm/data/assets/sentences.txt``. :func:`word_lists` makes lines of random common
-English words (wordfreq's frequency list): a corpus of a few thousand sentences holds a few thousand
-distinct words, and lists of words make a recogniser hear many more of them (see docs/data.md).
+fallback shipped in ``auralm/data/assets/sentences.txt``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import random
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -116,35 +113,6 @@ def embedded_sentences() -> list[str]:
     res = importlib.resources.files("auralm") / "data" / "assets" / "sentences.txt"
     lines = res.read_text(encoding="utf-8").splitlines()
     return dedupe(s for s in (clean_sentence(ln) for ln in lines if not ln.startswith("#")) if s)
-
-
-_WORD = re.compile(r"^[a-z]+('[a-z]+)?$")
-
-
-def common_words(n: int) -> list[str]:
-    """The ``n`` most frequent plain English words (letters and one apostrophe) of wordfreq's list."""
-    try:
-        from wordfreq import top_n_list
-    except ImportError:
-        raise ConfigError("word lists need the wordfreq package (pip install wordfreq)") from None
-    if n < 1:
-        raise ConfigError(f"the word-list vocabulary must hold at least one word, got {n}")
-    words = [w for w in top_n_list("en", int(n * 1.2) + 100) if _WORD.match(w)][:n]
-    return ["I" + w[1:] if w == "i" or w.startswith("i'") else w for w in words]
-
-
-def word_lists(n: int, vocab: int, min_words: int, max_words: int, seed: int) -> list[str]:
-    """``n`` lines of ``min_words``..``max_words`` words drawn uniformly from the ``vocab`` most common
-    English words, written as a sentence (first letter capital, full stop). Deterministic in ``seed``."""
-    if not 1 <= min_words <= max_words:
-        raise ConfigError(f"word-list lengths must satisfy 1 <= min <= max, got {min_words}..{max_words}")
-    words = common_words(vocab)
-    lines = []
-    for i in range(n):
-        rng = random.Random(f"{seed}:word-list:{i}")  # a str seed is hashed (sha512): stable across runs
-        line = " ".join(rng.choice(words) for _ in range(rng.randint(min_words, max_words)))
-        lines.append(line[0].upper() + line[1:] + ".")
-    return lines
 
 
 def text_file_lines(path: str | Path) -> list[str]:

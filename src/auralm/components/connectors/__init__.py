@@ -22,8 +22,8 @@ from auralm.components.connectors.prefix import (
     PROJECTORS,
     SpliceError,
     StackProjector,
+    lengths_mask,
     splice_audio,
-    time_mask,
 )
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
@@ -37,8 +37,8 @@ __all__ = [
     "SpliceError",
     "StackProjector",
     "build_connector",
+    "lengths_mask",
     "splice_audio",
-    "time_mask",
 ]
 
 
@@ -53,8 +53,6 @@ class ConnectorConfig(Config):
     adapter_layers: int = help_field(0, "Transformer encoder layers after the projection, at the LM width (0 = none)")
     adapter_heads: int = help_field(4, "attention heads of the adapter layers (must divide the LM width)")
     adapter_dropout: float = help_field(0.1, "dropout inside the adapter layers")
-    time_mask_prob: float = help_field(0.0, "training only: chance that an encoder frame starts a zeroed span (0 = off)")
-    time_mask_len: int = help_field(5, "encoder frames per zeroed span")
     every_n: int = help_field(1, "cross: a cross-attention block before every N-th decoder layer (0, N, 2N, ...)")
     gate: str = help_field("tanh", "cross: tanh (Flamingo, zero-init) or sigmoid (VisualGPT self-resurrecting)")
     heads: int = help_field(4, "cross: attention heads of each block (must divide the LM width)")
@@ -74,9 +72,6 @@ class ConnectorConfig(Config):
         if self.hidden < 0 or self.adapter_layers < 0 or self.adapter_heads <= 0:
             raise ConfigError(f"connector: need hidden >= 0, adapter_layers >= 0, adapter_heads > 0, got "
                               f"{self.hidden}, {self.adapter_layers}, {self.adapter_heads}")
-        if not 0.0 <= self.time_mask_prob < 1.0 or self.time_mask_len < 1:
-            raise ConfigError(f"connector: need 0 <= time_mask_prob < 1 and time_mask_len >= 1, got "
-                              f"{self.time_mask_prob}, {self.time_mask_len}")
         if not 0.0 <= self.adapter_dropout < 1.0:
             raise ConfigError(f"connector.adapter_dropout must be in [0, 1), got {self.adapter_dropout}")
         if not 0.0 <= self.tau < 0.5:
@@ -87,11 +82,10 @@ class PrefixConnector(nn.Module):
     """Early fusion: a :class:`StackProjector` whose outputs are spliced at the audio placeholders."""
 
     def __init__(self, audio_dim: int, lm_dim: int, *, stack: int = 4, projector: str = "mlp", hidden: int = 0,
-                 adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
-                 time_mask_prob: float = 0.0, time_mask_len: int = 5):
+                 adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1):
         super().__init__()
         self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden, adapter_layers, adapter_heads,
-                                        adapter_dropout, time_mask_prob, time_mask_len)
+                                        adapter_dropout)
 
     def project(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, T, D)`` -> ``(B, T', H)`` and projected lengths."""
@@ -100,8 +94,7 @@ class PrefixConnector(nn.Module):
 
 def _projector_settings(cfg: ConnectorConfig) -> dict:
     """The :class:`StackProjector` settings both families take."""
-    names = ("stack", "projector", "hidden", "adapter_layers", "adapter_heads", "adapter_dropout", "time_mask_prob",
-             "time_mask_len")
+    names = ("stack", "projector", "hidden", "adapter_layers", "adapter_heads", "adapter_dropout")
     return {name: getattr(cfg, name) for name in names}
 
 

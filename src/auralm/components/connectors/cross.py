@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from auralm.components.connectors.prefix import StackProjector, time_mask
+from auralm.components.connectors.prefix import StackProjector, lengths_mask
 
 GATES = ("tanh", "sigmoid")
 
@@ -88,13 +88,12 @@ class CrossConnector(nn.Module):
         self, audio_dim: int, lm_dim: int, num_layers: int, *, stack: int = 4, projector: str = "mlp",
         hidden: int = 0, every_n: int = 1, heads: int = 4, gate: str = "tanh", tau: float = 0.2, alpha: float = 1.0,
         adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
-        time_mask_prob: float = 0.0, time_mask_len: int = 5,
     ):
         super().__init__()
         if num_layers <= 0:
             raise ValueError("the cross connector needs the LM's number of decoder layers (num_layers > 0)")
         self.projector = StackProjector(audio_dim, lm_dim, stack, projector, hidden, adapter_layers, adapter_heads,
-                                        adapter_dropout, time_mask_prob, time_mask_len)
+                                        adapter_dropout)
         self.layer_ids = list(range(0, num_layers, every_n))
         self.blocks = nn.ModuleDict({str(i): GatedCrossAttention(lm_dim, heads, gate, tau, alpha) for i in self.layer_ids})
         self._audio: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -120,7 +119,7 @@ class CrossConnector(nn.Module):
     @contextlib.contextmanager
     def audio(self, audio: torch.Tensor, lengths: torch.Tensor) -> Iterator[None]:
         """Make ``audio (B, T', H)`` with ``lengths (B,)`` visible to the blocks inside the ``with``."""
-        self._audio = (audio, time_mask(lengths.to(audio.device), audio.shape[1]))
+        self._audio = (audio, lengths_mask(lengths.to(audio.device), audio.shape[1]))
         try:
             yield
         finally:

@@ -6,9 +6,7 @@ leaks into its last stacked frame), layer-normalised, and mapped to the LM width
 a 2-layer MLP (GELU), optionally followed by ``adapter_layers`` pre-norm Transformer encoder layers at
 the LM width (self-attention over the clip's projected frames, padding masked): a frozen encoder's
 states are not token-like, and a little context at this rate lets the projector shape them (cheap:
-the layers run at the stacked frame rate). In training mode, ``time_mask_prob`` > 0 zeroes random spans
-of ``time_mask_len`` encoder frames first (SpecAugment-style time masking on the states, as wav2vec2
-masks its features), a regulariser for small corpora. ``splice_audio`` writes each item's *valid*
+the layers run at the stacked frame rate). ``splice_audio`` writes each item's *valid*
 projected frames over the audio placeholder positions of its token embeddings in one ``masked_scatter``.
 """
 
@@ -26,8 +24,8 @@ class SpliceError(AuralmError, ValueError):
     """The number of audio placeholder positions and of audio frames disagree."""
 
 
-def time_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, size)`` bool, True on the first ``lengths[b]`` steps of each row."""
+def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, size)`` bool, True on the first ``lengths[b]`` steps of each row (the valid ones)."""
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
@@ -35,10 +33,8 @@ class StackProjector(nn.Module):
     """Stack ``stack`` frames and project ``audio_dim * stack -> lm_dim`` (``linear`` or 2-layer ``mlp``)."""
 
     def __init__(self, audio_dim: int, lm_dim: int, stack: int = 4, projector: str = "mlp", hidden: int = 0,
-                 adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1,
-                 time_mask_prob: float = 0.0, time_mask_len: int = 5):
+                 adapter_layers: int = 0, adapter_heads: int = 4, adapter_dropout: float = 0.1):
         super().__init__()
-        self.time_mask_prob, self.time_mask_len = float(time_mask_prob), int(time_mask_len)
         if projector not in PROJECTORS:
             raise ValueError(f"unknown projector {projector!r}; valid: {', '.join(PROJECTORS)}")
         self.stack = int(stack)
@@ -58,13 +54,6 @@ class StackProjector(nn.Module):
                                                batch_first=True, norm_first=True)
             self.adapter = nn.TransformerEncoder(layer, adapter_layers, enable_nested_tensor=False)
 
-    def random_spans(self, B: int, T: int, device: torch.device) -> torch.Tensor:
-        """``(B, T)`` bool: each frame starts a masked span of ``time_mask_len`` frames with ``time_mask_prob``."""
-        starts = (torch.rand(B, 1, T, device=device) < self.time_mask_prob).float()  # B, 1, T
-        kernel = torch.ones(1, 1, self.time_mask_len, device=device)
-        covered = nn.functional.conv1d(nn.functional.pad(starts, (self.time_mask_len - 1, 0)), kernel)  # B, 1, T
-        return covered[:, 0] > 0
-
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Projected frames per item: ``ceil(lengths / stack)``."""
         return (lengths + self.stack - 1) // self.stack
@@ -75,16 +64,14 @@ class StackProjector(nn.Module):
             raise SpliceError(f"audio states have width {D}, but the projector was built for width {self.audio_dim}")
         lengths = lengths.to(states.device).long()
         dtype = self.norm.weight.dtype
-        keep = time_mask(lengths, T)  # B, T
-        if self.training and self.time_mask_prob > 0:
-            keep = keep & ~self.random_spans(B, T, states.device)
-        x = states.to(dtype) * keep[:, :, None].to(dtype)  # B, T, D (padding and masked spans zeroed)
+        keep = lengths_mask(lengths, T)  # B, T
+        x = states.to(dtype) * keep[:, :, None].to(dtype)  # B, T, D (padding zeroed)
         pad = (-T) % self.stack
         x = nn.functional.pad(x, (0, 0, 0, pad))  # B, T + pad, D
         x = x.reshape(B, (T + pad) // self.stack, self.stack * D)  # B, T/S, S*D
         out, out_lengths = self.net(self.norm(x)), self.output_lengths(lengths)  # B, T', H ; (B,)
         if self.adapter is not None:
-            out = self.adapter(out, src_key_padding_mask=~time_mask(out_lengths, out.shape[1]))  # B, T', H
+            out = self.adapter(out, src_key_padding_mask=~lengths_mask(out_lengths, out.shape[1]))  # B, T', H
         return out, out_lengths
 
 
@@ -102,7 +89,7 @@ def splice_audio(
     spliced); otherwise a :class:`SpliceError` names both counts.
     """
     slots = input_ids == audio_token_id  # B, L
-    valid = time_mask(audio_lengths.to(audio.device), audio.shape[1])  # B, T'
+    valid = lengths_mask(audio_lengths.to(audio.device), audio.shape[1])  # B, T'
     n_slots, n_frames = slots.sum(1).cpu(), valid.sum(1).cpu()
     if slots.shape[0] != valid.shape[0] or not torch.equal(n_slots, n_frames):
         raise SpliceError(

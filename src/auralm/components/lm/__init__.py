@@ -10,6 +10,8 @@ Public API::
     build_example(tokenizer, prompt, n_audio, answer=None, system=None) -> (input_ids, labels)
     text_ids(tokenizer, text) -> list[int]                              # mid-sentence ids (CTC targets)
     decoder_layers(model) -> nn.ModuleList                              # the LM's decoder blocks, in order
+    pad_ids(seqs, value, left) -> (B, L) long tensor                    # right (training) or left (generation) padding
+    LoraConfig, inject_lora(lm, lora)                                   # peft LoRA adapters, in place (lora.py)
 
 The audio placeholder is added to the *tokenizer* as a special token but the LM's embedding matrix is
 **not** resized: its id may be >= the LM's vocabulary. :class:`auralm.recipes.hear.model.AudioLM` replaces placeholder
@@ -33,18 +35,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from auralm.components.lm.lora import LoraConfig, inject_lora
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
     "AUDIO_TOKEN",
     "TINY_LMS",
+    "LoraConfig",
     "PlaceholderError",
     "add_audio_token",
     "build_example",
     "decoder_layers",
     "end_token_id",
+    "inject_lora",
     "lm_revision",
     "load_lm",
+    "pad_ids",
     "text_ids",
 ]
 
@@ -223,6 +229,13 @@ def build_example(
         ids += answer_ids
         labels += answer_ids
     return ids, labels
+
+
+def pad_ids(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    """Pad lists of ids to one ``(B, L)`` long tensor, on the left or the right."""
+    L = max(len(s) for s in seqs)
+    rows = [[value] * (L - len(s)) + s if left else s + [value] * (L - len(s)) for s in seqs]
+    return torch.tensor(rows, dtype=torch.long)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

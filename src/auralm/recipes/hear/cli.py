@@ -151,7 +151,7 @@ def demo_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auralm demo", description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", help="preset name or YAML file (default: demo)")
     parser.add_argument("--out", help="output folder (default: runs/demo)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_clips=600 stage1_minutes=5")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_clips=600 stage1_preset=my-stage1.yaml")
     args = parser.parse_args(argv)
     cfg = DemoConfig.from_dict(load_preset(args.preset))
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])

@@ -34,17 +34,10 @@ class DataConfig(Config):
     max_seconds: float = help_field(30.0, "rows longer than this are dropped (with a count in the log)")
     train_split: str = help_field("train", "split trained on")
     valid_split: str = help_field("valid", "split evaluated every eval_every steps (absent: no validation)")
-    train_range: list = help_field([0.0, 1.0], "train on the part [low, high) of the training rows, chosen by a hash "
-                                               "of each row's source (so a sentence or recording stays in one part): "
-                                               "two stages given disjoint parts never train on the same clips")
 
     def validate(self) -> None:
         if self.max_seconds <= 0:
             raise ConfigError(f"data.max_seconds must be positive, got {self.max_seconds}")
-        r = self.train_range
-        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, (int, float)) for x in r) and 0 <= r[0] < r[1] <= 1):
-            raise ConfigError(f"data.train_range must be [low, high] with 0 <= low < high <= 1, got {r!r}")
-        self.train_range = [float(r[0]), float(r[1])]
 
 
 @dataclasses.dataclass

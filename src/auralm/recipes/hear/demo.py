@@ -11,9 +11,10 @@ Steps (each writes under ``cfg.out``, default ``runs/demo``):
    ``auralm chunk`` at sentence boundaries; each chunk's text must be exactly its sentences.
 4. ``embeddings/``: ``auralm embed`` caches the encoder's states (real length, not 30 s of padding),
    reporting the real-time factor; a second pass must find everything cached.
-5. ``stage1/``: ``auralm hear train`` with the ``train_preset`` preset: the projector learns with the LM and
-   the encoder frozen (LM loss + the auxiliary CTC loss against the LM's own embedding matrix).
-6. ``stage2/``: LoRA on the LM joins in, initialised from stage 1.
+5. ``stage1/``: ``auralm hear train`` with the ``stage1_preset`` preset (``hear-demo-stage1``: the projector
+   learns from the CTC loss against the LM's own embedding matrix; encoder and LM frozen).
+6. ``stage2/``: ``stage2_preset`` (``hear-demo-stage2``: the LM reads the CTC-compressed frames, LoRA on),
+   initialised from stage 1. The demo passes each stage only its data paths, ``out`` and ``init_from``.
 7. ``checkpoint/`` (loadable by ``auralm hear generate`` / ``auralm hear eval``), ``metrics.json`` (held-out WER,
    the same with the audio of another row, Whisper tiny.en's own WER on the same clips, the
    projector's CTC WER), ``report.md`` and ``loss_curves.png``.
@@ -27,6 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,28 +39,21 @@ from auralm.core.io import atomic_write_json, atomic_write_text
 
 @dataclasses.dataclass
 class DemoConfig(Config):
-    """Settings of ``auralm demo`` (preset ``demo``)."""
+    """Settings of ``auralm demo`` (preset ``demo``); each training stage is its own ``auralm hear train`` preset."""
 
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
     n_clips: int = help_field(6000, "sentence clips in the synthetic corpus")
-    word_lists: int = help_field(0, "extra training clips reading lists of common English words (docs/data.md)")
     test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
     valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
-    encoder: str = help_field("whisper-tiny.en", "audio encoder to cache (must match the train preset's)")
     long_max_seconds: float = help_field(12.0, "longest chunk when cutting the long recording")
     max_eval_clips: int = help_field(100, "held-out clips scored at the end (0: all)")
     jobs: int = help_field(2, "parallel synthesis jobs")
-    train_preset: str = help_field("hear-demo", "auralm hear train preset for both stages (stage 2 adds LoRA)")
-    stage1_steps: int = help_field(600, "optimizer steps of stage 1 (connector + CTC head)")
-    stage2_steps: int = help_field(300, "optimizer steps of stage 2 (connector + LoRA)")
-    stage1_minutes: float = help_field(12.0, "time cap of stage 1 (stops with a checkpoint)")
-    stage2_minutes: float = help_field(10.0, "time cap of stage 2")
-    lora_r: int = help_field(8, "LoRA rank in stage 2")
-    train_overrides: list = help_field([], "extra key=value overrides for both stages (e.g. optim.lr=5e-4)")
-    stage1_overrides: list = help_field([], "key=value overrides for stage 1 only (e.g. model.lm_weight=0: CTC warm-up)")
-    stage2_overrides: list = help_field([], "key=value overrides for stage 2 only (e.g. model.feed=ctc_soft)")
-    copy_bias: float = help_field(0.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
+    stage1_preset: str = help_field("hear-demo-stage1", "auralm hear train preset (name or YAML path) of stage 1; "
+                                                        "its model.encoder is the one cached")
+    stage2_preset: str = help_field("hear-demo-stage2", "preset of stage 2, started from stage 1's checkpoint "
+                                                        "(empty: no stage 2)")
+    copy_bias: float = help_field(2.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
                                        "(feed=ctc_soft; `auralm hear eval --copy-bias` gives the same)")
 
     def validate(self) -> None:
@@ -66,14 +61,12 @@ class DemoConfig(Config):
 
         if self.n_clips < 10:
             raise ConfigError(f"n_clips must be at least 10, got {self.n_clips}")
-        if self.word_lists < 0:
-            raise ConfigError(f"word_lists must be >= 0, got {self.word_lists}")
         if not 0 < self.test_frac < 1:
             raise ConfigError(f"test_frac must be in (0, 1), got {self.test_frac}")
         if self.long_max_seconds <= 1:
             raise ConfigError(f"long_max_seconds must exceed 1, got {self.long_max_seconds}")
-        if self.stage1_steps < 1 or self.stage2_steps < 0 or (self.stage2_steps and self.lora_r < 1):
-            raise ConfigError("need stage1_steps >= 1, stage2_steps >= 0, and lora_r >= 1 when stage2_steps > 0")
+        if not self.stage1_preset:
+            raise ConfigError("stage1_preset must name an `auralm hear train` preset")
 
 
 def _log(msg: str) -> None:
@@ -104,7 +97,7 @@ def _srt_time(seconds: float) -> str:
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
 
-def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
+def _data_steps(cfg: DemoConfig, out: Path, encoder_name: str, metrics: dict) -> tuple[Path, list]:
     """Steps 1-4: corpus, prepare check, long-recording chunking, embedding cache."""
     from auralm.components.asr import WhisperBaseline
     from auralm.components.encoders import build_audio_encoder
@@ -117,18 +110,17 @@ def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
     from auralm.data.synth import SynthConfig, synth_speech
     from auralm.metrics.text import cer, wer
 
-    _log(f"1/7 synthesising {cfg.n_clips} sentence clips and {cfg.word_lists} word lists into {out / 'corpus'}")
+    _log(f"1/7 synthesising {cfg.n_clips} sentence clips into {out / 'corpus'}")
     manifest = synth_speech(
         SynthConfig(out=str(out / "corpus"), n=cfg.n_clips, seed=cfg.seed, test_frac=cfg.test_frac,
-                    valid_frac=cfg.valid_frac, jobs=cfg.jobs, word_lists=cfg.word_lists)
+                    valid_frac=cfg.valid_frac, jobs=cfg.jobs)
     )
     rows = read_manifest(manifest)
     splits = {s: sum(r.split == s for r in rows) for s in ("train", "valid", "test")}
     train_text = {r.text for r in rows if r.split == "train"}
     test_rows = [r for r in rows if r.split == "test"]
     leaked = sum(r.text in train_text for r in test_rows)
-    metrics["corpus"] = {"clips": len(rows), "word_lists": sum(r.meta.get("kind") == "word_list" for r in rows),
-                         "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
+    metrics["corpus"] = {"clips": len(rows), "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
                          "test_sentences_also_in_train": leaked}
     _log(f"   {len(rows)} clips, splits {splits}, {leaked} test sentences also in train")
 
@@ -157,12 +149,12 @@ def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
         "whisper_wer": wer(refs, hyps), "whisper_cer": cer(refs, hyps),
     }
 
-    _log(f"4/7 caching {cfg.encoder} embeddings")
-    encoder = build_audio_encoder(cfg.encoder)
+    _log(f"4/7 caching {encoder_name} embeddings")
+    encoder = build_audio_encoder(encoder_name)
     first = embed_manifest(manifest, encoder, out / "embeddings")
     second = embed_manifest(manifest, encoder, out / "embeddings")
     metrics["embed"] = {
-        "encoder": cfg.encoder, "revision": encoder.revision, "encoded": first.encoded,
+        "encoder": encoder_name, "revision": encoder.revision, "encoded": first.encoded,
         "audio_seconds": round(first.audio_seconds, 1), "real_time_factor": round(first.real_time_factor, 4),
         "second_run_encoded": second.encoded, "second_run_skipped": second.skipped,
     }
@@ -171,19 +163,29 @@ def _data_steps(cfg: DemoConfig, out: Path, metrics: dict) -> tuple[Path, list]:
     return manifest, test_rows
 
 
-def _train_stage(cfg: DemoConfig, out: Path, manifest: Path, stage: int, init_from: str = "") -> Path:
+def _stage_configs(cfg: DemoConfig, out: Path) -> list[Any]:
+    """The stages' ``TrainConfig``s, each its preset plus the run's data paths and folder (checked up front)."""
+    from auralm.core.errors import ConfigError
     from auralm.recipes.hear.config import config_from_preset
+
+    run = [f"data.manifest={out / 'corpus' / 'manifest.jsonl'}", f"data.cache_dir={out / 'embeddings'}"]
+    presets = [cfg.stage1_preset] + ([cfg.stage2_preset] if cfg.stage2_preset else [])
+    stages = [config_from_preset(p, [*run, f"out={out / f'stage{i}'}"]) for i, p in enumerate(presets, 1)]
+    for i, st in enumerate(stages, 1):
+        if st.stage != i:
+            raise ConfigError(f"{presets[i - 1]} is a stage-{st.stage} preset, but the demo runs it as stage {i}")
+    if len({st.model.encoder for st in stages}) > 1:
+        raise ConfigError(f"the stage presets use different encoders: {[st.model.encoder for st in stages]}")
+    return stages
+
+
+def _train_stage(train_cfg: Any, stage: int, init_from: str = "") -> Path:
     from auralm.recipes.hear.train import train
 
-    steps, minutes = (cfg.stage1_steps, cfg.stage1_minutes) if stage == 1 else (cfg.stage2_steps, cfg.stage2_minutes)
-    overrides = [f"out={out / f'stage{stage}'}", f"data.manifest={manifest}", f"data.cache_dir={out / 'embeddings'}",
-                 f"model.encoder={cfg.encoder}", f"optim.max_steps={steps}", f"optim.max_minutes={minutes}",
-                 f"stage={stage}", f"model.lora.r={cfg.lora_r if stage == 2 else 0}", *cfg.train_overrides,
-                 *(cfg.stage1_overrides if stage == 1 else cfg.stage2_overrides)]
     if init_from:
-        overrides.append(f"init_from={init_from}")
-    train_cfg = config_from_preset(cfg.train_preset, overrides)
-    _log(f"{4 + stage}/7 stage {stage}: {steps} steps (cap {minutes} min) -> {out / f'stage{stage}'}")
+        train_cfg = train_cfg.replace(init_from=init_from)
+    o = train_cfg.optim
+    _log(f"{4 + stage}/7 stage {stage}: {o.max_steps} steps (guard {o.max_minutes} min) -> {train_cfg.out}")
     return train(train_cfg)
 
 
@@ -233,8 +235,7 @@ def _report(out: Path, metrics: dict) -> None:
     ev, base = metrics["eval"], metrics["embed"]
     lines = [
         "# auralm demo report", "",
-        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s, "
-        f"{metrics['corpus'].get('word_lists', 0)} of them word lists), splits "
+        f"Corpus: {metrics['corpus']['clips']} synthetic clips ({metrics['corpus']['audio_seconds']} s), splits "
         f"{metrics['corpus']['splits']}; {metrics['corpus']['test_sentences_also_in_train']} test sentences also in train.",
         (f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']} ({base['encoded']} clips encoded)."
          if base["encoded"] else f"Encoder cache: every clip was already cached for {base['encoder']}."), "",
@@ -267,13 +268,16 @@ def run(cfg: DemoConfig) -> dict:
     save_config(cfg, out)
     metrics: dict = {"config": cfg.to_dict()}
     t0 = time.perf_counter()
-    manifest, test_rows = _data_steps(cfg, out, metrics)
+    train_cfgs = _stage_configs(cfg, out)  # before anything slow: a bad preset fails now
+    manifest, test_rows = _data_steps(cfg, out, train_cfgs[0].model.encoder, metrics)
+    if Path(train_cfgs[0].data.manifest) != manifest:
+        raise AuralmError(f"the corpus manifest is {manifest}, not {train_cfgs[0].data.manifest}")
 
-    ckpt = _train_stage(cfg, out, manifest, 1)
-    stages = {"stage1": {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}}
-    if cfg.stage2_steps:
-        ckpt = _train_stage(cfg, out, manifest, 2, init_from=str(ckpt))
-        stages["stage2"] = {"checkpoint": str(ckpt), "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}
+    stages, ckpt = {}, None
+    for i, train_cfg in enumerate(train_cfgs, 1):
+        ckpt = _train_stage(train_cfg, i, init_from=str(ckpt) if ckpt else "")
+        stages[f"stage{i}"] = {"preset": cfg.stage1_preset if i == 1 else cfg.stage2_preset, "checkpoint": str(ckpt),
+                               "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}
     metrics["stages"] = stages
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)

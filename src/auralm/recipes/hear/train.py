@@ -18,7 +18,7 @@ from typing import Any
 
 from auralm.core.config import save_config
 from auralm.core.errors import ConfigError
-from auralm.data.collate import AudioTextDataset, check_rows, collate, select_split, source_part
+from auralm.data.collate import AudioTextDataset, check_rows, collate, select_split
 from auralm.data.manifest import read_manifest
 from auralm.recipes.hear.config import TrainConfig, config_differences
 from auralm.training.checkpoint import latest_checkpoint, load_trainable
@@ -79,8 +79,7 @@ def load_data(cfg: TrainConfig, model: Any, log: Callable[[str], None]) -> tuple
     limit = d.max_seconds
     if encoder is not None and getattr(encoder, "max_samples", None):
         limit = min(limit, encoder.max_samples / encoder.sample_rate)
-    train_rows = source_part(select_split(rows, d.train_split, d.manifest), *d.train_range,
-                             what=f"{d.manifest} (split {d.train_split})")
+    train_rows = select_split(rows, d.train_split, d.manifest)
     train_rows, dropped = check_rows(train_rows, limit, what=f"{d.manifest} (split {d.train_split})")
     valid_rows = [r for r in rows if r.split == d.valid_split] if d.valid_split else []
     if valid_rows:
@@ -97,8 +96,7 @@ def load_data(cfg: TrainConfig, model: Any, log: Callable[[str], None]) -> tuple
     train_set, valid_set = make(train_rows), (make(valid_rows) if valid_rows else None)
     if cache is not None and not train_set.uses_cache:
         log(f"{train_set.missing} training row(s) are not in {d.cache_dir}: the encoder runs on the fly")
-    part = "" if d.train_range == [0.0, 1.0] else f" (part {d.train_range} of the split)"
-    log(f"{len(train_set)} training rows{part}, {len(valid_set) if valid_set else 0} validation rows")
+    log(f"{len(train_set)} training rows, {len(valid_set) if valid_set else 0} validation rows")
     return train_set, valid_set
 
 
