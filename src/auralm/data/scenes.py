@@ -44,7 +44,7 @@ from auralm.core.io import atomic_path, atomic_write_text
 from auralm.core.progress import progress
 from auralm.data.manifest import split_for_source
 
-RENDER_VERSION = 1  # bump when the drawing of a recorded scene changes: image names change with it
+RENDER_VERSION = 2  # bump when the drawing of a recorded scene changes: image names change with it
 
 # Reference shades per colour name (ours, CSS, matplotlib's tab10, a variant); a shade is picked per
 # object and jittered, so the names cover what other programs call these colours.
@@ -52,7 +52,7 @@ COLOURS: dict[str, tuple[tuple[int, int, int], ...]] = {
     "red": ((220, 30, 30), (255, 0, 0), (214, 39, 40), (190, 20, 45)),
     "green": ((40, 170, 60), (0, 128, 0), (44, 160, 44), (20, 200, 70)),
     "blue": ((30, 70, 220), (0, 0, 255), (31, 119, 180), (65, 105, 225)),
-    "yellow": ((245, 215, 20), (255, 255, 0), (255, 221, 0), (235, 200, 10)),
+    "yellow": ((245, 215, 20), (255, 255, 0), (255, 221, 0), (250, 235, 50)),
     "purple": ((140, 50, 180), (128, 0, 128), (148, 103, 189), (160, 32, 240)),
     "orange": ((245, 130, 20), (255, 165, 0), (255, 127, 14), (255, 140, 0)),
     "pink": ((240, 120, 180), (255, 105, 180), (227, 119, 194), (255, 150, 200)),
@@ -307,18 +307,18 @@ def object_bbox(obj: dict[str, Any], image_size: int) -> list[int]:
             min(s, math.ceil(max(xs) * s)), min(s, math.ceil(max(ys) * s))]  # fmt: skip
 
 
-def _inset(kind: str, geo: Any, width: float, shape: str) -> tuple[str, Any]:
-    """The same shape shrunk so that its edges move inwards by ``width`` (normalised units)."""
+# distance from the centre to the nearest edge, as a fraction of the radius (see shape_outline)
+INRADIUS = {"circle": 1.0, "square": 0.82, "triangle": 0.5, "diamond": 0.56, "star": 0.36}
+
+
+def _inset(obj: dict[str, Any], kind: str, geo: Any, width: float) -> tuple[str, Any]:
+    """The same shape shrunk about its centre so that its edges move inwards by ``width`` (normalised)."""
+    x, y, r = obj["position"]["x"], obj["position"]["y"], obj["radius"]
     if kind == "circle":
-        x, y, r = geo
         return kind, (x, y, max(r - width, 0.0))
-    cx = sum(p[0] for p in geo) / len(geo)
-    cy = sum(p[1] for p in geo) / len(geo)
-    radius = max(math.hypot(p[0] - cx, p[1] - cy) for p in geo)
-    inradius = {"square": radius / math.sqrt(2), "triangle": radius / 2, "diamond": radius * 0.56,
-                "star": radius * 0.35}.get(shape, radius / 2)  # fmt: skip
+    inradius = INRADIUS[obj["shape"]] * r
     factor = max(inradius - width, 0.0) / inradius
-    return kind, [(cx + (p[0] - cx) * factor, cy + (p[1] - cy) * factor) for p in geo]
+    return kind, [(x + (px - x) * factor, y + (py - y) * factor) for px, py in geo]
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -348,11 +348,12 @@ def render_scene(scene: dict[str, Any], image_size: int | None = None):
     for obj in scene["objects"]:
         colour = tuple(obj["rgb"])
         kind, geo = shape_outline(obj)
-        width = float(style["outline"])
+        # an outline covers at most a fifth of the way to the centre, so the fill colour dominates
+        width = min(float(style["outline"]), 0.2 * INRADIUS[obj["shape"]] * obj["radius"])
         if width > 0 and style["outline_tone"] != "none" and width * size >= 0.5:
-            edge = (30, 30, 30) if style["outline_tone"] == "black" else tuple(int(0.55 * v) for v in colour)
+            edge = (30, 30, 30) if style["outline_tone"] == "black" else tuple(int(0.6 * v) for v in colour)
             fill(kind, geo, edge)
-            kind, geo = _inset(kind, geo, width, obj["shape"])
+            kind, geo = _inset(obj, kind, geo, width)
         fill(kind, geo, colour)
     if k > 1:
         image = image.resize((size, size), resample=int(style["resample"]))
