@@ -246,7 +246,7 @@ class HFVisionEncoder(ImageEncoder):
         n_states = int(cfg.num_hidden_layers) + 1
         if not -n_states <= layer < n_states:
             raise ImageError(f"{name}: layer {layer} is out of range; the model has {n_states} hidden states "
-                             f"(0 = embeddings .. {n_states - 1}, or -1 .. -{n_states})")  # fmt: skip
+                             f"(0 = the embeddings .. {n_states - 1}, or -1 .. -{n_states})")  # fmt: skip
         side = int(cfg.image_size) // int(cfg.patch_size)
         if preprocess.size != int(cfg.image_size):
             raise ImageError(f"{name}: preprocessing gives {preprocess.size} px but the model takes {cfg.image_size} px")
