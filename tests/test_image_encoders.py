@@ -88,13 +88,28 @@ def test_bad_images_are_named(lite, tmp_path):
         ([good, good, tmp_path / "missing.png"], r"image 2 \('.*missing\.png'\): no such file"),
         ([Image.new("RGB", (0, 5))], r"image 0 \(Image\): zero-size image \(0x5\)"),
         ([np.zeros((0, 4, 3), np.uint8)], r"zero-size image"),
-        ([np.zeros((4, 4), np.float32)], r"\(H, W, 3\) uint8"),
+        ([np.zeros((4, 4), np.float32)], r"\(H, W, 3\) or \(H, W, 4\) uint8"),
         ([42], r"image 0 \(int\): expected a PIL image"),
         ([], r"no images"),
     ]
     for items, pattern in cases:
         with pytest.raises(ImageError, match=pattern):
             lite(items)
+
+
+def test_transparency_is_laid_over_white(lite, tmp_path):
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse((16, 16, 48, 48), fill=(220, 30, 30, 255))
+    rgba.save(tmp_path / "t.png")
+    flat = Image.new("RGB", (64, 64), (255, 255, 255))
+    ImageDraw.Draw(flat).ellipse((16, 16, 48, 48), fill=(220, 30, 30))
+    want = lite.pixels([flat])
+    palette = Image.new("P", (64, 64), 0)
+    palette.putpalette([0, 0, 0, 220, 30, 30])
+    ImageDraw.Draw(palette).ellipse((16, 16, 48, 48), fill=1)
+    palette.info["transparency"] = 0
+    for item in (rgba, tmp_path / "t.png", np.asarray(rgba), palette):
+        assert torch.allclose(lite.pixels([item]), want, atol=0.05), type(item)
 
 
 def test_frozen_by_default_trainable_on_request(lite):

@@ -9,8 +9,8 @@ Two families share :class:`ImageEncoder`:
   (``layer=-2``, the penultimate, by default, as LLaVA), with CLIP's CLS token dropped
   (``(B, 1 + N, D) -> (B, N, D)``; SigLIP has none).
 
-Inputs are PIL images, paths to image files or ``(H, W, 3)`` uint8 arrays, alone or in a list
-(:func:`load_images` names the item that cannot be read). Each encoder resizes and normalises as its
+Inputs are PIL images, paths to image files or ``(H, W, 3|4)`` uint8 arrays, alone or in a list;
+transparency is laid over white, and :func:`load_images` names any item that cannot be read. Each encoder resizes and normalises as its
 weights expect (:class:`Preprocess`). Every image gives the same number of tokens, so the lengths are
 all ``num_tokens``; they are returned to keep the interface of the audio encoders.
 
@@ -64,6 +64,19 @@ def _describe(item: Any, index: int) -> str:
     return f"image {index} ({type(item).__name__})"
 
 
+def _to_rgb(image):
+    """RGB; transparent pixels (RGBA, LA, palette transparency) are laid over white, as a viewer shows them."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(item: ImageInput, index: int = 0):
     """One item as an RGB ``PIL.Image``; raises :class:`ImageError` naming the item when it cannot be read."""
     from PIL import Image, UnidentifiedImageError
@@ -78,19 +91,19 @@ def load_image(item: ImageInput, index: int = 0):
         try:
             with Image.open(path) as im:
                 im.load()
-                image = im.convert("RGB")
+                image = _to_rgb(im)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{what}: not a readable image file ({exc})") from None
     elif isinstance(item, Image.Image):
         if item.width == 0 or item.height == 0:
             raise ImageError(f"{what}: zero-size image ({item.width}x{item.height})")
-        image = item.convert("RGB") if item.mode != "RGB" else item
+        image = _to_rgb(item)
     elif isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] not in (3, 4) or item.dtype != np.uint8:
-            raise ImageError(f"{what}: an array must be (H, W, 3) uint8, got {item.shape} {item.dtype}")
+            raise ImageError(f"{what}: an array must be (H, W, 3) or (H, W, 4) uint8, got {item.shape} {item.dtype}")
         if item.shape[0] == 0 or item.shape[1] == 0:
             raise ImageError(f"{what}: zero-size image ({item.shape[1]}x{item.shape[0]})")
-        image = Image.fromarray(np.ascontiguousarray(item[:, :, :3]), "RGB")
+        image = _to_rgb(Image.fromarray(np.ascontiguousarray(item), "RGB" if item.shape[2] == 3 else "RGBA"))
     else:
         raise ImageError(f"{what}: expected a PIL image, a path or an (H, W, 3) uint8 array")
     if image.width == 0 or image.height == 0:
