@@ -17,6 +17,10 @@ class AudioError(AuralmError):
     """Audio that cannot be decoded, is empty, silent, or has an invalid sample rate."""
 
 
+class ImageError(AuralmError):
+    """An image that cannot be read: not an image file, empty, zero-size, or of the wrong shape."""
+
+
 class ModelNotFoundError(AuralmError):
     """A model name that resolves to nothing on this machine."""
 

@@ -42,7 +42,6 @@ from auralm.components.encoders.image import (
     Preprocess,
     load_images,
 )
-from auralm.components.encoders.image import weights_revision as image_weights_revision
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
@@ -312,7 +311,7 @@ def build_image_encoder(
         with torch_seed(c.seed):
             model = _efficientnet_module(c.variant, c.image_size, width=c.width, depth=c.depth)
         enc = EfficientNetLiteEncoder(model.eval(), f"{c.variant}-random", "", c.image_size)
-        enc.revision = image_weights_revision(enc)
+        enc.revision = weights_revision(enc)
     else:
         enc = _vision_from_config(name_or_cfg, layer, image_size, seed)
     if device is not None or dtype is not None:
@@ -453,5 +452,5 @@ def _vision_from_config(cfg: Any, layer: int, image_size: int | None, seed: int)
     with torch_seed(seed):
         model = _vision_model_class(family)(cfg).eval()
     enc = HFVisionEncoder(model, _default_preprocess(family, int(cfg.image_size)), f"{family}-random", "", layer)
-    enc.revision = image_weights_revision(enc.model)
+    enc.revision = weights_revision(enc.model)
     return enc

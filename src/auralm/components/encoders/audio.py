@@ -34,11 +34,12 @@ Waveforms = Sequence[np.ndarray | torch.Tensor] | torch.Tensor | np.ndarray
 
 
 def weights_revision(module: nn.Module) -> str:
-    """A revision string for weights that have no published one (random or from-scratch): a content hash."""
+    """A revision string for weights that have no published one (random or from-scratch): a content hash.
+    0-d buffers (batch norm's ``num_batches_tracked``) are hashed as one element (same bytes)."""
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return "w" + h.hexdigest()[:16]
 

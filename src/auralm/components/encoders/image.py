@@ -20,7 +20,6 @@ Encoders are frozen (no grads, eval mode, no autograd graph) unless built with `
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auralm.core.errors import AuralmError
+from auralm.core.errors import ImageError
 
 ImageInput = Any  # PIL.Image.Image | str | Path | np.ndarray
 Images = ImageInput | Sequence[ImageInput]
@@ -41,21 +40,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
-
-
-def weights_revision(module: nn.Module) -> str:
-    """A content hash of ``module``'s weights (as ``audio.weights_revision``, but also for the 0-d
-    ``num_batches_tracked`` buffers of batch norm)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return "w" + h.hexdigest()[:16]
-
-
-class ImageError(AuralmError):
-    """An image that cannot be read: not an image file, empty, zero-size, or of the wrong shape."""
 
 
 def _describe(item: Any, index: int) -> str:
