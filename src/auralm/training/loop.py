@@ -33,6 +33,7 @@ import contextlib
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -340,8 +341,10 @@ def fit(task: Task, cfg: RunConfig, *, name: str = "train", precision: str = "fp
         else:
             values = _default_step(task, ctx, step, o, params, optimizers)
         values["lr"] = schedulers[next(iter(schedulers))].get_last_lr()[0]
-        for s in schedulers.values():
-            s.step()
+        with warnings.catch_warnings():  # a GAN step may not step every optimizer yet (discriminators start later)
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+            for s in schedulers.values():
+                s.step()
         step += 1
         task.end_step(step)
         if world > 1 and task.sync_buffers:
