@@ -19,7 +19,13 @@ from auralm.recipes.sound.gpt import (
     generate,
     make_batch,
 )
-from auralm.recipes.sound.train_gpt import GPTOptimConfig, TokenSet, TrainGPTConfig, load_token_model, train_gpt
+from auralm.recipes.sound.train_gpt import (
+    GPTOptimConfig,
+    TokenSet,
+    TrainGPTConfig,
+    load_token_model,
+    train_gpt,
+)
 
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16}
 
