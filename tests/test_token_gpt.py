@@ -184,3 +184,10 @@ def test_two_processes_match_one(tmp_path):
     assert _log(tmp_path / "one") == pytest.approx(_log(tmp_path / "two"), rel=1e-5)
     state = torch.load(tmp_path / "two" / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
     assert state["num_processes"] == 2 and len(state["rng"]) == 2
+
+
+def test_the_time_guard_cuts_the_run_loudly_and_says_so_in_metrics(tmp_path, capsys):
+    ckpt = train_gpt(_class_cfg(tmp_path / "run", max_minutes=1e-6), TokenSet.random(20, 8, 16, ["a", "b"], seed=1))
+    m = json.loads((ckpt / "metrics.json").read_text())
+    assert (m["stopped_by"], m["steps_done"], m["steps_planned"]) == ("max_minutes", 1, 12)
+    assert "WARNING [train-gpt class] stopped by max_minutes at step 1 of 12" in capsys.readouterr().err
