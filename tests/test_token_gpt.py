@@ -191,3 +191,25 @@ def test_the_time_guard_cuts_the_run_loudly_and_says_so_in_metrics(tmp_path, cap
     m = json.loads((ckpt / "metrics.json").read_text())
     assert (m["stopped_by"], m["steps_done"], m["steps_planned"]) == ("max_minutes", 1, 12)
     assert "WARNING [train-gpt class] stopped by max_minutes at step 1 of 12" in capsys.readouterr().err
+
+
+def test_sound_presets_give_valid_trainer_configs_with_the_engines_names():
+    """Every trainer section of the sound presets builds its config the way the demo does (step counts in optim)."""
+    from auralm.core.config import load_preset
+    from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig
+    from auralm.recipes.sound.train_vocoder import VocoderTrainConfig
+    from auralm.training.config import merge_dicts
+
+    for name in ("sound-demo", "sound-tiny"):
+        p = load_preset(name)
+        where = {"manifest": "m.jsonl", "out": "o"}
+        tok = TokenizerTrainConfig.from_dict(merge_dicts({"optim": {"seed": 3}}, p["tokenizer"], where))
+        voc = VocoderTrainConfig.from_dict(merge_dicts(p["vocoder"], where))
+        gpt = TrainGPTConfig.from_dict(merge_dicts(p["gpt"], {"kind": "class"}))
+        vae = TrainGPTConfig.from_dict(merge_dicts(p["vae"], {"kind": "vae", "optim": {"max_steps": p["vae_steps"]}}))
+        assert tok.optim.seed == 3 and tok.optim.min_lr_frac == 0.1 and vae.optim.max_steps == p["vae_steps"]
+        for c in (tok, voc, gpt, vae):
+            assert c.recipe == "sound" and c.resume == "auto"
+        if name == "sound-demo":  # step counts define the runs; the time caps are guards
+            assert voc.optim.max_steps == 480 and voc.optim.max_minutes >= 1.5 * 3.5
+            assert tok.optim.max_steps == 3000 and tok.optim.max_minutes >= 1.5 * 6.25

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -119,3 +120,35 @@ def test_vocoder_resume_is_exact_with_both_optimizers_and_the_discriminators(tmp
     db = torch.load(resumed / "trainer_state.pt", weights_only=False)["extra"]
     for part in ("mpd", "msd"):
         assert all(torch.equal(da[part][k], db[part][k]) for k in da[part])
+
+
+@pytest.mark.slow  # two torch processes per trainer: ~20 s
+def test_tokenizer_and_vocoder_train_under_torchrun(tmp_path: Path) -> None:
+    """Every recipe trains under `torchrun --nproc_per_node 2`: the global batch is split, gradients averaged."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU (gloo) path")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    manifest = make_sound_events(tmp_path / "ev", n_per_class=2, seed=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "AURALM_PROGRESS": "0"}
+    runs = {
+        "tok": ["train-tokenizer", "optim.max_steps=3", "optim.batch_size=4", "crop_frames=16", "max_eval_clips=2",
+                "model.codebook_size=16", "model.code_dim=8", "model.hidden=16", "model.res_blocks=1"],
+        "voc": ["train-vocoder", "optim.max_steps=3", "optim.batch_size=2", "segment=1024", "disc_start=1",
+                "max_eval_clips=1", "mel.n_fft=256", "mel.hop=64", "mel.n_mels=32", "model.upsample_rates=[8, 8]",
+                "model.initial_channels=16", "model.resblock_kernels=[3]", "model.resblock_dilations=[1]"],
+    }
+    for out, (command, *overrides) in runs.items():
+        done = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "auralm", "sound", command, "--manifest",
+                               str(manifest), "--out", str(tmp_path / out), *overrides],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        state = torch.load(tmp_path / out / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
+        assert state["num_processes"] == 2 and len(state["rng"]) == 2
+    assert isinstance(load_vocoder(tmp_path / "voc" / "checkpoints" / "step-000003"), HifiGanVocoder)

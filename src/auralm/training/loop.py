@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import sys
 import time
 import warnings
@@ -342,7 +343,7 @@ def fit(task: Task, cfg: RunConfig, *, name: str = "train", precision: str = "fp
             values = _default_step(task, ctx, step, o, params, optimizers)
         values["lr"] = schedulers[next(iter(schedulers))].get_last_lr()[0]
         with warnings.catch_warnings():  # a GAN step may not step every optimizer yet (discriminators start later)
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
             for s in schedulers.values():
                 s.step()
         step += 1
