@@ -360,7 +360,7 @@ def fit(task: Task, cfg: RunConfig, *, name: str = "train", precision: str = "fp
             bar.set_postfix(loss=f"{values['train/loss']:.3f}")
         stopped_by = "max_steps" if step == o.max_steps else "stop_after" if step == end else None
         if stopped_by is None and o.max_minutes:
-            late = torch.tensor([float((clock() - t0) / 60 >= o.max_minutes)])
+            late = torch.tensor([float((clock() - t0) / 60 >= o.max_minutes)], device=ctx.device)
             if ctx.all_reduce(late, "max").item():  # every process must agree (clocks differ)
                 stopped_by = "max_minutes"
         if step % cfg.log_every == 0 or step == o.max_steps:  # an early stop keeps its window (exact logs on resume)
