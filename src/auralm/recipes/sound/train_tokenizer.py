@@ -40,7 +40,6 @@ class TokenizerOptimConfig(OptimConfig):
     min_lr_frac: float = help_field(0.1, "the cosine decay ends at lr * this")
     batch_size: int = help_field(32, "GLOBAL crops per optimizer step")
     max_steps: int = help_field(3000, "optimizer steps of the whole run")
-    max_minutes: float = help_field(8.0, "a guard: stop (with a checkpoint and a WARNING) after this many minutes; 0: none")
 
 
 @dataclasses.dataclass

@@ -57,7 +57,6 @@ class VocoderOptimConfig(OptimConfig):
     schedule: str = help_field("constant", "cosine, linear or constant (after warmup_steps)")
     batch_size: int = help_field(8, "GLOBAL segments per step")
     max_steps: int = help_field(3000, "optimizer steps of the whole run")
-    max_minutes: float = help_field(8.0, "a guard: stop (with a checkpoint and a WARNING) after this many minutes; 0: none")
 
 
 @dataclasses.dataclass
