@@ -14,7 +14,6 @@ from torch import nn
 from auralm.core.config import Config
 from auralm.core.errors import AuralmError
 from auralm.training.checkpoint import (
-    FILES,
     check_frozen_parts,
     latest_checkpoint,
     load_trainable,
@@ -22,8 +21,11 @@ from auralm.training.checkpoint import (
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
+    save_trainable,
     set_rng_state,
 )
+
+FILES = ("config.yaml", "trainable.safetensors", "frozen_parts.json", "trainer_state.pt", "metrics.json")
 
 
 @dataclasses.dataclass
@@ -56,7 +58,8 @@ class Stub(nn.Module):
 
 
 def save(out, step, model, keep_last=2):
-    return save_checkpoint(out, step, StubConfig(), model, {"step": step, "rng": [rng_state()]}, {"loss": 1.0}, keep_last)
+    return save_checkpoint(out, step, StubConfig(), lambda folder: save_trainable(model, folder),
+                           {"step": step, "rng": [rng_state()]}, {"loss": 1.0}, keep_last)
 
 
 def test_save_writes_every_file_and_points_latest(tmp_path):
@@ -113,8 +116,11 @@ def test_resolve_errors_name_the_folder(tmp_path):
         resolve_checkpoint(tmp_path)
 
 
-def test_rng_state_round_trips():
-    state = rng_state()
-    a = (random.random(), np.random.rand(), torch.rand(1).item())
-    set_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+def test_rng_state_round_trips_with_the_recipes_generators():
+    gen = torch.Generator().manual_seed(5)
+    state = rng_state({"data": gen})
+    a = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    set_rng_state(state, {"data": gen})
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()) == a
+    with pytest.raises(AuralmError, match="no state of the generator 'other'"):
+        set_rng_state(state, {"other": gen})

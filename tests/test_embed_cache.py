@@ -231,3 +231,71 @@ def test_cli_names_bad_rows(corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "row 'ghost'" in err and "nothing was encoded" in err and len(err.strip().splitlines()) == 2
     assert not out.exists()
+
+
+def _two_process_cache(corpus, out, batch_size=2, shard_size=2):
+    """Processes 0 and 1 of one run (threads sharing a barrier), each with its own copy of the encoder."""
+    import threading
+
+    barrier, errors, reports = threading.Barrier(2, timeout=120), [], {}
+    encoders = [tiny_encoder(), tiny_encoder()]  # built here: seeding is global, threads would race on it
+
+    def work(rank: int) -> None:
+        try:
+            reports[rank] = embed_manifest(corpus, encoders[rank], out, batch_size=batch_size, shard_size=shard_size,
+                                           rank=rank, world=2, barrier=barrier.wait)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return reports
+
+
+def test_several_processes_share_the_manifest_and_build_the_one_process_cache(corpus, encoder, tmp_path):
+    with open(corpus, "a") as fh:  # 10 clips: 5 batches of 2, shared 3 + 2
+        for i in range(4):
+            fh.write(json.dumps({"id": f"extra{i}", "audio": "clip3.wav", "start": 0.05 * i, "end": 0.3}) + "\n")
+    embed_manifest(corpus, encoder, tmp_path / "one", batch_size=2, shard_size=2)
+    reports = _two_process_cache(corpus, tmp_path / "two")
+    assert sorted(r.encoded for r in reports.values()) == [4, 6]
+    one, two = all_tensors(tmp_path / "one", encoder), all_tensors(tmp_path / "two", encoder)
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)  # the same batches, bit for bit
+    names = sorted(p.name for p in (tmp_path / "two" / "shards").iterdir())
+    assert names == [f"{i:05d}.safetensors" for i in range(5)]
+    index = json.loads((tmp_path / "two" / "index.json").read_text())
+    assert sorted(index) == names and sum(len(v) for v in index.values()) == 10  # both processes' shards listed
+    assert not (tmp_path / "two" / ".lock").exists()
+    # a second run (one or two processes) has nothing to do
+    again = _two_process_cache(corpus, tmp_path / "two")
+    assert [r.encoded for r in again.values()] == [0, 0]
+    assert embed_manifest(corpus, encoder, tmp_path / "two", batch_size=2, shard_size=2).encoded == 0
+
+
+@pytest.mark.slow  # two torch processes: ~15 s
+def test_torchrun_two_processes_equal_one(corpus, tmp_path):
+    """`torchrun --nproc_per_node 2 -m auralm embed ...` writes the cache one process writes."""
+    import shutil
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    args = ["embed", "--manifest", str(corpus), "--encoder", "conv-tiny", "--batch-size", "2", "--shard-size", "2",
+            "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "AURALM_PROGRESS": "0"}
+    two = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "auralm", *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[process 1 of 2]" in two.stdout and "[process 2 of 2]" in two.stdout
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    meta = json.loads((tmp_path / "one" / "cache.json").read_text())
+    one = EmbeddingCache(tmp_path / "one", meta["encoder"], meta["revision"])
+    other = EmbeddingCache(tmp_path / "two", meta["encoder"], meta["revision"])
+    assert sorted(one.keys()) == sorted(other.keys()) and len(one) == 6
+    assert all(torch.equal(one.lookup(k), other.lookup(k)) for k in one.keys())

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from auralm.core.errors import ConfigError
 from auralm.recipes.sound.gpt_vae import GPTVAE, GPTVAEConfig, active_units, kl_per_dim, kl_term, kl_weight
-from auralm.recipes.sound.train_gpt import TokenSet, TrainGPTConfig, load_token_model, setup, train_gpt
+from auralm.recipes.sound.train_gpt import (
+    GPTOptimConfig,
+    GPTTask,
+    TokenSet,
+    TrainGPTConfig,
+    load_token_model,
+    resolve_model,
+    train_gpt,
+)
 
 TINY = GPTVAEConfig(latent_dim=4, enc_layers=1, dec_layers=1, n_head=2, n_embd=32, block_size=16, dropout=0.1)
 
@@ -52,55 +62,63 @@ def _tokens() -> TokenSet:
     return TokenSet.random(24, 10, 16, ["x"], seed=2)
 
 
+OPTIM = ("max_steps", "stop_after", "batch_size", "warmup_steps")
+
+
 def _cfg(tmp_path, name: str, **kw) -> TrainGPTConfig:
-    base = dict(kind="vae", out=str(tmp_path / name), steps=10, batch_size=4, warmup_steps=2, eval_every=5,
-                save_every=4, tensorboard=False, vae=TINY, beta=0.5, anneal_steps=8, free_bits="per_dim",
-                free_bits_target=0.1)
-    base.update(kw)
-    return TrainGPTConfig(**base)
+    base = dict(kind="vae", out=str(tmp_path / name), eval_every=5, save_every=4, logger="none", log_every=1, vae=TINY,
+                beta=0.5, anneal_steps=8, free_bits="per_dim", free_bits_target=0.1)
+    optim = {"max_steps": 10, "batch_size": 4, "warmup_steps": 2, **{k: kw.pop(k) for k in OPTIM if k in kw}}
+    return TrainGPTConfig(**{**base, **kw}, optim=GPTOptimConfig(**optim))
+
+
+def _log(run, key):
+    return [r[key] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if key in r]
 
 
 def test_stage2_starts_from_the_stage1_encoder_and_decoder(tmp_path):
     tokens = _tokens()
-    stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", steps=6), tokens)
+    stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", max_steps=6), tokens)
     ae, _, meta = load_token_model(stage1)
     assert meta["stage"] == "ae"
-    from auralm.recipes.sound.train_gpt import resolve_model
-
-    cfg2 = resolve_model(_cfg(tmp_path, "vae", stage="vae", init_from=str(stage1)), tokens)
-    state = setup(cfg2)
-    fresh = GPTVAE(cfg2.vae)
+    task = GPTTask(resolve_model(_cfg(tmp_path, "vae", stage="vae", init_from=str(tmp_path / "ae")), tokens), tokens)
+    fresh = GPTVAE(task.cfg.vae)
     for name, p in ae.state_dict().items():
-        assert torch.equal(state.model.state_dict()[name], p), name
+        assert torch.equal(task.model.state_dict()[name], p), name
     assert not torch.equal(fresh.enc_blocks[0].attn.qkv.weight, ae.enc_blocks[0].attn.qkv.weight)
-    assert state.initialised_from == str(stage1)
+    assert task.initialised_from == str(stage1)  # the run folder's latest checkpoint
     with pytest.raises(ConfigError, match="init_from"):
-        setup(resolve_model(_cfg(tmp_path, "vae2", stage="vae"), tokens))
+        GPTTask(resolve_model(_cfg(tmp_path, "vae2", stage="vae"), tokens), tokens)
 
 
 def test_resume_restores_kl_weight_and_anneal_step(tmp_path):
     tokens = _tokens()
-    stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", steps=4), tokens)
+    stage1 = train_gpt(_cfg(tmp_path, "ae", stage="ae", max_steps=4), tokens)
     kw = dict(stage="vae", init_from=str(stage1), kl_schedule="linear")
     full = train_gpt(_cfg(tmp_path, "full", **kw), tokens)
-    part_cfg = _cfg(tmp_path, "part", stop_after=6, **kw)
-    part = train_gpt(part_cfg, tokens)
-    saved = torch.load(part / "state.pt", weights_only=False)
+    part = train_gpt(_cfg(tmp_path, "part", stop_after=6, **kw), tokens)
+    saved = torch.load(part / "trainer_state.pt", weights_only=False)["extra"]  # the recipe's extra state
     assert saved["anneal_step"] == 6 and saved["kl_weight"] == pytest.approx(kl_weight(5, "linear", 0.5, 8))
-    from auralm.recipes.sound.train_gpt import resolve_model
-
-    resumed_state = setup(resolve_model(part_cfg, tokens))
-    assert resumed_state.anneal_step == 6 and resumed_state.kl_weight == saved["kl_weight"]
-    resumed = train_gpt(part_cfg.replace(stop_after=0), tokens)
-    ha = torch.load(full / "state.pt", weights_only=False)["history"]
-    hb = torch.load(resumed / "state.pt", weights_only=False)["history"]
-    assert [h["kl_weight"] for h in hb] == [h["kl_weight"] for h in ha] == [kl_weight(s, "linear", 0.5, 8) for s in range(10)]
-    assert [h["anneal_step"] for h in hb] == list(range(1, 11))
-    assert [h["loss"] for h in hb] == [h["loss"] for h in ha]
+    assert json.loads((part / "meta.json").read_text())["anneal_step"] == 6
+    resumed = train_gpt(_cfg(tmp_path, "part", **kw), tokens)
+    expected = [kl_weight(s, "linear", 0.5, 8) for s in range(10)]
+    assert _log(tmp_path / "part", "train/kl_weight") == _log(tmp_path / "full", "train/kl_weight") == expected
+    assert torch.load(resumed / "trainer_state.pt", weights_only=False)["extra"]["anneal_step"] == 10
+    assert _log(tmp_path / "part", "train/loss") == _log(tmp_path / "full", "train/loss")
     a, _, _ = load_token_model(full)
     b, _, _ = load_token_model(resumed)
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_stage1_autoencoder_resume_is_exact(tmp_path):
+    tokens = _tokens()
+    full = train_gpt(_cfg(tmp_path, "full", stage="ae"), tokens)
+    train_gpt(_cfg(tmp_path, "part", stage="ae", stop_after=3), tokens)
+    resumed = train_gpt(_cfg(tmp_path, "part", stage="ae"), tokens)
+    a, _, _ = load_token_model(full)
+    b, _, _ = load_token_model(resumed)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_interpolate_decodes_the_line_between_the_two_latents():

@@ -13,11 +13,12 @@ import yaml
 from auralm.__main__ import main
 from auralm.core.config import load_preset
 from auralm.core.errors import ConfigError
+from auralm.training.checkpoint import resolve_checkpoint
 
-TOK = ["steps=20", "eval_every=20", "batch_size=4", "crop_frames=32", "model.hidden=32", "model.codebook_size=16",
+TOK = ["optim.max_steps=20", "eval_every=20", "optim.batch_size=4", "crop_frames=32", "model.hidden=32", "model.codebook_size=16",
        "model.code_dim=16", "model.res_blocks=1"]
-GPT = ["gpt.n_layer=1", "gpt.n_embd=32", "gpt.n_head=2", "batch_size=4", "eval_every=10", "save_every=10"]
-VAE = ["vae.enc_layers=1", "vae.dec_layers=1", "vae.n_embd=32", "vae.n_head=2", "vae.latent_dim=4", "batch_size=4",
+GPT = ["gpt.n_layer=1", "gpt.n_embd=32", "gpt.n_head=2", "optim.batch_size=4", "eval_every=10", "save_every=10"]
+VAE = ["vae.enc_layers=1", "vae.dec_layers=1", "vae.n_embd=32", "vae.n_head=2", "vae.latent_dim=4", "optim.batch_size=4",
        "anneal_steps=10", "eval_every=10", "save_every=10"]
 
 
@@ -29,35 +30,35 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("sound")
     manifest = make_sound_events(root / "events", n_per_class=6, valid_frac=0.2, test_frac=0.2)
     assert main(["sound", "train-tokenizer", "--manifest", str(manifest), "--out", str(root / "tok"), *TOK]) == 0
-    tok = root / "tok" / "checkpoint"
+    tok = root / "tok"  # a run folder: its latest checkpoint is used
     assert main(["sound", "train-gpt", "--kind", "class", "--manifest", str(manifest), "--tokenizer", str(tok),
-                 "--out", str(root / "gpt"), "--steps", "20", *GPT]) == 0
+                 "--out", str(root / "gpt"), "--max-steps", "20", *GPT]) == 0
     tokens = root / "gpt" / "tokens"
     assert main(["sound", "train-gpt", "--kind", "vae", "--tokens", str(tokens), "--out", str(root / "ae"),
-                 "--stage", "ae", "--steps", "10", *VAE]) == 0
+                 "--stage", "ae", "--max-steps", "10", *VAE]) == 0
     assert main(["sound", "train-gpt", "--kind", "vae", "--tokens", str(tokens), "--out", str(root / "vae"),
-                 "--stage", "vae", "--init-from", str(root / "ae" / "checkpoint"), "--steps", "10", *VAE]) == 0
+                 "--stage", "vae", "--init-from", str(root / "ae"), "--max-steps", "10", *VAE]) == 0
     return root, manifest
 
 
 def test_train_gpt_writes_full_checkpoints_and_tensorboard(trained):
     root, _ = trained
     for run in ("gpt", "ae", "vae"):
-        ckpt = root / run / "checkpoint"
-        assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "model.safetensors", "state.pt", "meta.json"}
+        ckpt = resolve_checkpoint(root / run)
+        assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "model.safetensors", "trainer_state.pt", "meta.json"}
         assert list((root / run / "tb").glob("events.out.tfevents.*"))
-    meta = json.loads((root / "vae" / "checkpoint" / "meta.json").read_text())
+    meta = json.loads((resolve_checkpoint(root / "vae") / "meta.json").read_text())
     assert meta["stage"] == "vae" and meta["anneal_step"] == 10 and meta["kl_weight"] > 0
-    assert meta["initialised_from"] == str(root / "ae" / "checkpoint")
+    assert meta["initialised_from"] == str(resolve_checkpoint(root / "ae"))
     assert set(meta["metrics"]["latent"]) >= {"kl_per_dim", "active_units"}
     assert len(meta["metrics"]["latent"]["kl_per_dim"]) == 4
-    labels = json.loads((root / "gpt" / "checkpoint" / "meta.json").read_text())["label_names"]
+    labels = json.loads((resolve_checkpoint(root / "gpt") / "meta.json").read_text())["label_names"]
     assert labels == ["beep", "chirp", "click-train", "noise-burst"]
 
 
 def test_generate_writes_wavs_and_rejects_bad_input(trained, tmp_path, capsys):
     root, _ = trained
-    ckpt = str(root / "gpt" / "checkpoint")
+    ckpt = str(root / "gpt")  # a run folder: its latest checkpoint
     out = tmp_path / "gen"
     assert main(["sound", "generate", "--checkpoint", ckpt, "--label", "chirp", "--n", "3", "--out", str(out),
                  "--temperature", "0.9", "--top-k", "8", "--top-p", "0.9"]) == 0
@@ -71,7 +72,7 @@ def test_generate_writes_wavs_and_rejects_bad_input(trained, tmp_path, capsys):
     assert main(["sound", "generate", "--checkpoint", ckpt, "--label", "beep", "--n", "0", "--out", str(out)]) == 2
     assert "--n must be at least 1" in capsys.readouterr().err
     # the GPT-VAE alone samples its prior
-    assert main(["sound", "generate", "--checkpoint", str(root / "vae" / "checkpoint"), "--n", "2", "--out", str(out)]) == 0
+    assert main(["sound", "generate", "--checkpoint", str(resolve_checkpoint(root / "vae")), "--n", "2", "--out", str(out)]) == 0
     assert len(list(out.glob("prior_*.wav"))) == 2
 
 
@@ -79,7 +80,7 @@ def test_interpolate_writes_wavs_and_spectrograms_and_rejects_short_clips(traine
     root, manifest = trained
     wavs = sorted((manifest.parent / "wavs").glob("*.wav"))
     out = tmp_path / "interp"
-    ckpt = str(root / "vae" / "checkpoint")
+    ckpt = str(root / "vae")
     assert main(["sound", "interpolate", "--checkpoint", ckpt, "--a", str(wavs[0]), "--b", str(wavs[-1]),
                  "--steps", "4", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"step_{k:02d}.{ext}" for k in range(4) for ext in ("png", "wav")]
@@ -89,7 +90,7 @@ def test_interpolate_writes_wavs_and_spectrograms_and_rejects_short_clips(traine
     assert main(["sound", "interpolate", "--checkpoint", ckpt, "--a", str(short), "--b", str(wavs[0]),
                  "--steps", "3", "--out", str(tmp_path / "x")]) == 2
     assert "shorter than one token frame" in capsys.readouterr().err
-    assert main(["sound", "interpolate", "--checkpoint", str(root / "gpt" / "checkpoint"), "--a", str(wavs[0]),
+    assert main(["sound", "interpolate", "--checkpoint", str(root / "gpt"), "--a", str(wavs[0]),
                  "--b", str(wavs[1]), "--steps", "3", "--out", str(tmp_path / "y")]) == 2
     assert "no GPT-VAE" in capsys.readouterr().err
 
@@ -98,8 +99,8 @@ def test_bundle_serves_generate_and_interpolate(trained, tmp_path):
     from auralm.recipes.sound.demo import make_bundle
 
     root, manifest = trained
-    bundle = make_bundle(tmp_path / "bundle", root / "tok" / "checkpoint", None, root / "gpt" / "checkpoint",
-                         root / "vae" / "checkpoint")
+    bundle = make_bundle(tmp_path / "bundle", resolve_checkpoint(root / "tok"), None, resolve_checkpoint(root / "gpt"),
+                         resolve_checkpoint(root / "vae"))
     cfg = yaml.safe_load((bundle / "config.yaml").read_text())
     assert cfg == {"recipe": "sound", "kind": "bundle", "tokenizer": "tokenizer", "vocoder": "", "gpt": "gpt", "vae": "vae"}
     moved = tmp_path / "moved"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from auralm.components.codecs.mel_vq import MelVQConfig, MelVQTokenizer, MelVQVA
 from auralm.components.codecs.quantizer import EMAQuantizer, kmeans
 from auralm.core.errors import AudioError
 from auralm.recipes.sound.data import make_sound_events
-from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
+from auralm.recipes.sound.train_tokenizer import TokenizerOptimConfig, TokenizerTrainConfig, train_tokenizer
+from auralm.training.checkpoint import resolve_checkpoint
 
 TINY = MelVQConfig(codebook_size=16, code_dim=8, hidden=16, downsample=4, res_blocks=1)
 
@@ -107,24 +109,31 @@ def test_clip_shorter_than_one_token_frame_is_a_clear_error() -> None:
         tok.decode(torch.tensor([0, 16]))
 
 
-def _tiny_train_cfg(manifest: Path, out: Path, stop_at: int = 0) -> TokenizerTrainConfig:
-    return TokenizerTrainConfig(manifest=str(manifest), out=str(out), model=TINY, steps=4, stop_at=stop_at, batch_size=4,
-                                crop_frames=16, eval_every=2, max_eval_clips=2, max_minutes=0)  # fmt: skip
+def _tiny_train_cfg(manifest: Path, out: Path, stop_after: int = 0) -> TokenizerTrainConfig:
+    return TokenizerTrainConfig(manifest=str(manifest), out=str(out), model=TINY, crop_frames=16, eval_every=2,
+                                save_every=2, max_eval_clips=2, log_every=1,
+                                optim=TokenizerOptimConfig(max_steps=4, stop_after=stop_after, batch_size=4,
+                                                           warmup_steps=2, max_minutes=0))  # fmt: skip
 
 
 def test_train_tokenizer_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path: Path) -> None:
     manifest = make_sound_events(tmp_path / "ev", n_per_class=2, seed=0)
     ckpt = train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "a"))
-    assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "weights.safetensors", "state.pt", "metrics.json"}
+    assert ckpt == tmp_path / "a" / "checkpoints" / "step-000004" == resolve_checkpoint(tmp_path / "a")
+    assert {p.name for p in ckpt.iterdir()} >= {"config.yaml", "weights.safetensors", "trainer_state.pt", "metrics.json"}
     assert (tmp_path / "a" / "tb").is_dir()
+    assert json.loads((ckpt / "metrics.json").read_text())["stopped_by"] == "max_steps"
     tok = load_codec(ckpt)
     assert tok.encode(np.zeros(4096, np.float32)).shape == (1, 8)
-    # stopped after 2 steps, then resumed to 4: the same weights as 4 steps in one go
-    train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b", stop_at=2))
-    assert load_codec(tmp_path / "b" / "checkpoint").model.state_dict()["quantizer.codebook"].shape == (16, 8)
-    train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b"))
-    a, b = load_codec(ckpt).model.state_dict(), load_codec(tmp_path / "b" / "checkpoint").model.state_dict()
-    assert all(torch.allclose(a[k].float(), b[k].float()) for k in a)
+    # stopped after 2 steps, then resumed to 4: bit for bit the weights (codebook included) of 4 steps in one go
+    cut = train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b", stop_after=2))
+    assert json.loads((cut / "metrics.json").read_text())["stopped_by"] == "stop_after"
+    assert load_codec(cut).model.state_dict()["quantizer.codebook"].shape == (16, 8)
+    resumed = train_tokenizer(_tiny_train_cfg(manifest, tmp_path / "b"))
+    a, b = load_codec(ckpt).model.state_dict(), load_codec(resumed).model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logs = [[json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()] for d in "ab"]
+    assert [r.get("train/loss") for r in logs[0]] == [r.get("train/loss") for r in logs[1]]
 
 
 def test_audio_tokenizer_is_an_abstract_interface():

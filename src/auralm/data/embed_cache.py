@@ -17,12 +17,20 @@ Shards are written atomically and the index is derived from them (shards it does
 from their headers), so a killed run loses at most the shard in progress. A rerun encodes only the
 missing keys; because the work list is sorted the same way each time (by length, then key) and a
 shard always holds whole batches, a resumed run with the same ``batch_size`` batches exactly as an
-uninterrupted one and stores bitwise identical tensors. One writer per folder at a time (``DIR/.lock``).
+uninterrupted one and stores bitwise identical tensors. One run writes a folder at a time (``DIR/.lock``).
+
+Several processes (``torchrun --nproc_per_node N -m auralm embed ...``, or ``rank``/``world``/``barrier`` in
+Python) share one run: process 0 takes the lock and writes the identity, every process reads the same work
+list (between two barriers, before anyone writes), process ``r`` encodes the batches ``r, r + N, ...`` of it
+(the same batches a single process would form, so the tensors are bitwise those of a one-process cache) into
+its own shard numbers (``base + r + k N``), and merges its shards into ``index.json`` under a file lock
+(``DIR/.index.lock``); process 0 releases ``DIR/.lock`` after the last barrier.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -206,12 +214,17 @@ def embed_manifest(
     shard_size: int = 256,
     dtype: str = "float32",
     on_batch: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] | None = None,
 ) -> EmbedReport:
     """Encode every audio row of ``manifest`` not yet in ``out_dir`` with ``encoder`` (an AudioEncoder).
 
     Every row is checked (file present and decodable, span inside the file, not too long for the
     encoder) before anything is written. ``on_batch(i)`` is called after each batch (tests use it to
-    interrupt a run). Returns an :class:`EmbedReport`.
+    interrupt a run). With ``world`` > 1 this is process ``rank`` of a run that shares the work (see the
+    module docstring); ``barrier()`` must block until every process has called it. Returns an
+    :class:`EmbedReport` of this process's part.
     """
     import torch
 
@@ -228,22 +241,29 @@ def embed_manifest(
     clips = _plan(rows, encoder.name, encoder.revision, encoder.sample_rate, encoder.max_samples, report)
     meta = {"format": FORMAT, **identity, "dim": encoder.dim, "frame_rate": encoder.frame_rate,
             "sample_rate": encoder.sample_rate}
-    with _Lock(root):
-        if _read_meta(root) is None:
-            atomic_write_json(root / "cache.json", meta)
-        save_config(cfg, root)
+    if not 0 <= rank < world:
+        raise ConfigError(f"rank {rank} is not one of the {world} process(es)")
+    barrier = barrier or (lambda: None)
+    with _Lock(root) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            if _read_meta(root) is None:
+                atomic_write_json(root / "cache.json", meta)
+            save_config(cfg, root)
+        barrier()  # process 0 holds the lock and the identity is on disk
         cache = EmbeddingCache(root, encoder.name, encoder.revision)
         todo = sorted({c.key: c for c in clips if c.key not in cache}.values(), key=lambda c: (c.samples, c.key))
         report.unique = len({c.key for c in clips})
         report.skipped = report.unique - len(todo)
         index = cache.shards()
-        number = max((int(name.split(".")[0]) for name in index), default=-1) + 1
+        number = max((int(name.split(".")[0]) for name in index), default=-1) + 1 + rank
+        barrier()  # every process has read the same state before any writes
         pending: dict[str, Any] = {}
         pending_rows: dict[str, dict[str, Any]] = {}
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)][rank::world]
         storage = getattr(torch, dtype)
         start_time = time.perf_counter()
-        for b, batch in enumerate(progress(batches, desc=f"embed {encoder.name}", total=len(batches), unit="batch")):
+        desc = f"embed {encoder.name}" + (f" [{rank + 1}/{world}]" if world > 1 else "")
+        for b, batch in enumerate(progress(batches, desc=desc, total=len(batches), unit="batch")):
             wavs = [load_audio(c.path, encoder.sample_rate, c.row.start, c.row.end)[0] for c in batch]
             states, lengths = encoder(wavs)
             for c, wav, state, n in zip(batch, wavs, states, lengths.tolist()):
@@ -254,12 +274,13 @@ def embed_manifest(
             report.encoded += len(batch)
             if len(pending) >= shard_size or b == len(batches) - 1:
                 _write_shard(root, f"{number:05d}.safetensors", pending, pending_rows, index)
-                number += 1
+                number += world
                 report.shards_written += 1
                 pending, pending_rows = {}, {}
             report.processing_seconds = time.perf_counter() - start_time
             if on_batch is not None:
                 on_batch(b)
+        barrier()  # every process has written its shards before process 0 releases the lock
     return report
 
 
@@ -302,13 +323,19 @@ def _plan(
 
 
 def _write_shard(root: Path, name: str, tensors: dict, rows: dict, index: dict[str, list[str]]) -> None:
-    """Write one shard atomically, then the index that lists it."""
+    """Write one shard atomically, then merge it into the index (under a file lock: processes share it)."""
+    import fcntl
+
     from safetensors.torch import save_file
 
     with atomic_path(root / "shards" / name) as tmp:
         save_file(tensors, str(tmp), metadata={"auralm_rows": json.dumps(rows)})
     index[name] = list(tensors)
-    atomic_write_json(root / "index.json", index)
+    with open(root / ".index.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        merged = _read_json(root / "index.json") or {}
+        merged.update(index)
+        atomic_write_json(root / "index.json", merged)
 
 
 def _read_json(path: Path) -> Any:
@@ -391,12 +418,27 @@ def cli(argv: list[str]) -> int:
 
     from auralm.components.encoders import build_audio_encoder
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    device = cfg.device
+    if device == "auto":
+        device = ("cuda" if world == 1 else f"cuda:{os.environ.get('LOCAL_RANK', '0')}") if torch.cuda.is_available() else "cpu"
     _check_early(Path(args.out), cfg)
     _plan(read_manifest(args.manifest), "", "", 16000, None, None)  # bad rows fail before weights load
-    encoder = build_audio_encoder(cfg.encoder, pad_to_30s=cfg.pad_to_30s, device=device)
-    report = embed_manifest(args.manifest, encoder, args.out, cfg.batch_size, cfg.shard_size, cfg.dtype)
-    print(report.summary())
+    barrier = None
+    if world > 1:  # `torchrun --nproc_per_node N -m auralm embed ...`: share the manifest, one cache
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        barrier = dist.barrier
+    try:
+        encoder = build_audio_encoder(cfg.encoder, pad_to_30s=cfg.pad_to_30s, device=device)
+        report = embed_manifest(args.manifest, encoder, args.out, cfg.batch_size, cfg.shard_size, cfg.dtype,
+                                rank=rank, world=world, barrier=barrier)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+    print((f"[process {rank + 1} of {world}] " if world > 1 else "") + report.summary())
     return 0
 
 

@@ -1,46 +1,161 @@
-"""The one training loop (on Hugging Face Accelerate), shared by every stage.
+"""The one training engine (on Hugging Face Accelerate): :func:`fit` trains a recipe's :class:`Task`.
 
-What one optimizer step does, on each of N processes::
+The engine owns the run: the resume policy, the optimizers (AdamW) and their schedule (:func:`lr_lambda`),
+gradient accumulation, the all-reduce over processes, gradient clipping, the time and step caps, the
+checkpoints (:mod:`.checkpoint`: weights, optimizers, schedulers, RNG states and the recipe's extra state),
+the logger (:class:`~auralm.training.logger.Logger`) and validation cadence. A recipe supplies a
+:class:`Task`: its model, its parameter groups, the global batch of a step and the loss of a part of it (or
+a whole step function, as a GAN needs), a validation function and how its weights are written.
 
-    global batch of step s = positions [s*B, (s+1)*B) of the index stream  (permutation of epoch 0, then 1, ...)
-    this process's share   = B / N examples, cut into grad_accum micro-batches
-    for each micro-batch:  backward(loss * n_tokens)        # sums, so accumulation is exact
-    all-reduce the summed gradients and token counts over processes (one flat tensor)
-    grad /= total tokens   -> the token-mean loss of the whole global batch, whatever N and grad_accum are
-    clip, AdamW step, schedule step
+What one optimizer step does (the default step), on each of N processes::
 
-The data position is a function of the step (the index stream is fixed by the seed), so a resumed run
-sees exactly the batches the uninterrupted run would have. Losses are logged as the mean of the last
-``log_every`` steps (a window, not a running mean since the start) to TensorBoard / wandb and to
-``train_log.jsonl``.
+    examples = task.global_batch(step)          # B examples, the same on every process (a pure function of
+                                                # the step and the recipe's seeded generators)
+    this process's share = examples[rank*B/N : (rank+1)*B/N], cut into grad_accum micro-batches
+    for each micro-batch: r = task.loss(part); backward(r["loss"] * r["n"])       # sums, so accumulation is exact
+    all-reduce the summed gradients and weights n over processes (one flat tensor)
+    grad /= total n  -> the n-weighted mean loss of the whole global batch, whatever N and grad_accum are
+    clip, optimizer step(s), schedule step(s), task.end_step(step)
+
+With a custom step (``task.train_step(step, ctx)``, e.g. a GAN's two updates) the recipe does the updates
+itself with ``ctx.optimizers``, ``ctx.shard`` (its share of a global batch) and ``ctx.sync_grads`` (average
+gradients over processes); the engine still steps the schedules and saves every optimizer.
+
+A run is defined by its step counts: it ends at ``optim.max_steps`` (or ``optim.stop_after``).
+``optim.max_minutes`` is a guard: when it cuts a run short the engine says so on stderr
+(``WARNING ... stopped by max_minutes at step N of M``) and in the checkpoint's metrics.json
+(``stopped_by``, ``steps_done``, ``steps_planned``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import random
+import re
+import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from auralm.core.errors import ConfigError
-from auralm.core.io import atomic_write_text
+from auralm.core.config import save_config
+from auralm.core.errors import AuralmError, ConfigError
 from auralm.core.progress import progress
-from auralm.metrics.text import wer
 from auralm.training.checkpoint import (
     latest_checkpoint,
-    load_trainable,
     load_trainer_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
-    trainable_parameter_count,
 )
+from auralm.training.config import RunConfig, config_differences
+from auralm.training.logger import Logger
+from auralm.training.schedule import index_stream, lr_lambda
+
+__all__ = ["StepContext", "Task", "autocast_dtype", "check_resume", "fit", "index_stream", "lr_lambda"]
+
+clock = time.perf_counter  # the engine's clock (tests replace it)
+
+
+# -- what a recipe supplies -----------------------------------------------------------------------
+class Task:
+    """A recipe's side of training. Subclass it; the engine calls these hooks.
+
+    ``model`` is moved to the device and put in train mode; its trainable parameters (or
+    :meth:`parameter_groups`) get AdamW optimizers. ``generators`` (name -> ``torch.Generator``, e.g. the
+    data order) are saved and restored with the RNG states. ``sync_buffers``: after each step, copy the
+    model's buffers from process 0 to the others (what DDP does; for EMA codebooks).
+    """
+
+    model: torch.nn.Module
+    generators: dict[str, torch.Generator] = {}
+    sync_buffers: bool = False
+
+    def bind(self, ctx: StepContext) -> None:
+        """Called once before training with the device, the process geometry and the optimizers-to-be."""
+
+    def parameter_groups(self) -> dict[str, list[dict[str, Any]]]:
+        """Optimizer name -> AdamW parameter groups (a group may set its own ``lr``/``weight_decay``)."""
+        return {"main": [{"params": [p for p in self.model.parameters() if p.requires_grad]}]}
+
+    def global_batch(self, step: int) -> Sequence[Any]:
+        """The ``optim.batch_size`` examples of optimizer step ``step`` (identical on every process)."""
+        raise NotImplementedError
+
+    def loss(self, examples: Sequence[Any]) -> dict[str, Any]:
+        """Loss of a micro-batch: ``loss`` (the mean over ``n``), ``n`` (its weight: tokens, examples), other
+        scalars (logged as n-weighted means ``train/<name>``) and ``count/<name>`` (summed; logged as a rate
+        ``train/<name>_per_s``)."""
+        raise NotImplementedError
+
+    train_step: Callable[[int, StepContext], dict[str, float]] | None = None  # a whole step (GAN); see the module doc
+
+    def end_step(self, step: int) -> None:
+        """After the update of step ``step`` (``step`` steps are done)."""
+
+    def validate(self, step: int, logger: Logger) -> dict[str, float] | None:
+        """Main process only, model in the state training left it: ``{"valid/<name>": value}`` or None."""
+        return None
+
+    def save_weights(self, folder: Path, step: int) -> None:
+        """Write the weights (and whatever the recipe's loaders read) into a checkpoint folder."""
+        raise NotImplementedError
+
+    def load_weights(self, folder: Path) -> None:
+        """Load what :meth:`save_weights` wrote (resuming)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state a resume needs (e.g. a KL weight, discriminators); saved in trainer_state.pt."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def fingerprint(self) -> str | None:
+        """An identity of the training data; resuming a run made on other data is refused."""
+        return None
+
+
+class StepContext:
+    """What the engine tells a task: device, processes, the batch geometry, the optimizers."""
+
+    def __init__(self, accelerator: Any, device: torch.device, per_process: int, micro: int,
+                 amp: torch.dtype | None, group: Any = None):
+        self.accelerator, self.device, self.amp, self.group = accelerator, device, amp, group
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.is_main = accelerator.is_main_process
+        self.per_process, self.micro = per_process, micro
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def shard(self, examples: Sequence[Any]) -> Sequence[Any]:
+        """This process's share of a global batch."""
+        return examples[self.rank * self.per_process : (self.rank + 1) * self.per_process]
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.world > 1:
+            red = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
+            torch.distributed.all_reduce(tensor, op=red, group=self.group)
+        return tensor
+
+    def sync_grads(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Average the gradients of ``params`` over processes (one flat all-reduce); no-op for one process."""
+        if self.world == 1:
+            return
+        params = [p for p in params if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = self.all_reduce(torch.cat([g.reshape(-1).float() for g in grads])) / self.world
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
+            offset += g.numel()
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
 
 
 # -- pieces ---------------------------------------------------------------------------------------
@@ -59,306 +174,268 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else None
 
 
-def lr_lambda(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak lr after ``step`` optimizer steps: linear warm-up, then cosine/linear/constant."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress_ = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "linear":
-        return 1.0 - progress_
-    return 0.5 * (1.0 + math.cos(math.pi * progress_))
+def check_resume(cfg: RunConfig) -> Path | None:
+    """The checkpoint this run continues (``cfg.resume``), or None for a fresh run; errors instead of mixing runs.
 
-
-def index_stream(n: int, seed: int, start: int, count: int, lengths: list[float] | None = None,
-                 batch_size: int = 0, pool: int = 50) -> list[int]:
-    """Positions ``[start, start+count)`` of the endless stream: a fresh permutation of ``range(n)`` per epoch.
-
-    With ``lengths`` (one per example) and ``batch_size``, each epoch's permutation is grouped by length
-    (the ``group_by_length`` of the config): cut into pools of ``pool`` batches, each pool sorted longest
-    first and cut into batches, the batches shuffled. Batches then hold clips of similar length, so
-    little of a padded batch is padding. Every epoch is still a permutation and a position is still a
-    pure function of ``(seed, position)``, so resuming is unchanged.
+    ``auto``: continue a run in ``out`` made with the same config (the keys in ``type(cfg).RESUMABLE`` may
+    differ); ``true``: like auto, but ``out`` must hold one; ``false``: refuse an ``out`` that holds a run.
     """
-    out: list[int] = []
-    pos = start
-    while len(out) < count:
-        epoch, offset = divmod(pos, n)
-        perm = _epoch_order(n, seed, epoch, lengths, batch_size, pool)
-        take = perm[offset : offset + count - len(out)]
-        out += take
-        pos += len(take)
-    return out
+    import yaml
+
+    out = Path(cfg.out)
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        if cfg.resume == "true":
+            raise ConfigError(f"resume=true but {out} has no checkpoint to resume from")
+        return None
+    if cfg.resume == "false":
+        raise ConfigError(f"{out} already holds a run (latest: {ckpt.name}); resume=false will not overwrite it: "
+                          "pass another out, delete it, or resume=auto to continue it")
+    saved = yaml.safe_load((ckpt / "config.yaml").read_text()) or {}
+    diffs = config_differences(saved, cfg.to_dict(), getattr(type(cfg), "RESUMABLE", RunConfig.RESUMABLE))
+    if diffs:
+        raise ConfigError(f"{out} holds a run with another config (differs in {', '.join(diffs)}); "
+                          "it cannot be resumed with this one: pass another out")
+    return ckpt
 
 
-def _epoch_order(n: int, seed: int, epoch: int, lengths: list[float] | None, batch_size: int, pool: int) -> list[int]:
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)).tolist()
-    if lengths is None or batch_size <= 1:
-        return perm
-    size = batch_size * max(1, pool)
-    grouped = [j for i in range(0, n, size) for j in sorted(perm[i : i + size], key=lambda j: -lengths[j])]
-    # the global batches are positions [k*B, (k+1)*B) of the stream; this epoch starts mid-batch when
-    # epoch*n is not a multiple of B: its first `head` examples complete the previous epoch's last batch
-    head = (-epoch * n) % batch_size
-    pieces = [grouped[i : i + batch_size] for i in range(head, n, batch_size)]
-    tail = pieces.pop() if pieces and len(pieces[-1]) < batch_size else []  # a partial batch stays last
-    shuffle = torch.randperm(len(pieces), generator=torch.Generator().manual_seed(seed * 100003 + epoch + 7919))
-    return grouped[:head] + [j for k in shuffle.tolist() for j in pieces[k]] + tail
+def make_accelerator() -> Any:
+    """An Accelerator; on a machine without CUDA, `torchrun`/`accelerate launch` workers form a gloo group."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
-class Logger:
-    """Scalars to train_log.jsonl (always) and TensorBoard or wandb (``cfg.logger``); main process only."""
+def _stderr(prefix: str, main: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        if main:
+            print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
 
-    def __init__(self, cfg: Any, out: Path, start_step: int, enabled: bool):
-        self.enabled, self.path, self.tb, self.wandb = enabled, out / "train_log.jsonl", None, None
-        if not enabled:
-            return
-        if self.path.exists():  # a resumed run: drop records past the checkpoint it resumes from
-            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
-            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
-        if cfg.logger == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
-        elif cfg.logger == "wandb":
-            import wandb
-
-            self.wandb = wandb.init(project="auralm", dir=str(out), config=cfg.to_dict(), resume="allow")
-
-    def log(self, step: int, scalars: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"step": step, **scalars}) + "\n")
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(k, v, step)
-            self.tb.flush()
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
+    return log
 
 
-def _batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def _nest(metrics: dict[str, Any], scalars: dict[str, float]) -> None:
+    """``{"valid/loss": x}`` -> ``metrics["valid"]["loss"] = x`` (names without "/" stay at the top)."""
+    for k, v in scalars.items():
+        head, _, tail = k.partition("/")
+        if tail:
+            metrics.setdefault(head, {})[tail] = v
+        else:
+            metrics[k] = v
 
 
-@torch.no_grad()
-def validate(model: Any, dataset: Any, collate: Any, cfg: Any, micro: int, device: torch.device,
-             amp: torch.dtype | None) -> dict[str, float]:
-    """Token-mean loss (and, with a CTC head, the projector's greedy CTC WER) on the first ``eval_rows`` valid
-    rows, and the LM's greedy WER on the first ``eval_wer_rows``."""
-    from auralm.components.generation import GenerationConfig
-
-    was_training = model.training
-    model.eval()
-    py, npy = random.getstate(), np.random.get_state()
-    out: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[]), _autocast(device, amp):
-        n_rows = min(len(dataset), cfg.eval_rows)
-        total = tokens = 0.0
-        for i in range(0, n_rows, micro):
-            res = model(_batch_to(collate([dataset[j] for j in range(i, min(n_rows, i + micro))]), device))
-            n = float(res.get("n_tokens", 1))
-            total, tokens = total + float(res["loss"]) * n, tokens + n
-        out["valid/loss"] = total / max(tokens, 1.0)
-        if getattr(model.config, "ctc_weight", 0) > 0:  # the projector's own greedy CTC transcript: cheap, no LM
-            refs, hyps = [], []
-            for i in range(0, n_rows, micro):
-                batch = collate([dataset[j] for j in range(i, min(n_rows, i + micro))])
-                refs += batch["texts"]
-                hyps += model.ctc_greedy_decode(_batch_to(batch, device))
-            with contextlib.suppress(ValueError):  # references empty after normalisation
-                out["valid/ctc_wer"] = wer(refs, hyps)
-        n_wer = min(len(dataset), cfg.eval_wer_rows)
-        if n_wer:
-            refs, hyps = [], []
-            for i in range(0, n_wer, micro):
-                batch = collate([dataset[j] for j in range(i, min(n_wer, i + micro))])
-                refs += batch["texts"]
-                longest = max(len(model.tokenizer(t or "")["input_ids"]) for t in batch["texts"])
-                batch = {**_batch_to(batch, device), "texts": None}
-                hyps += model.generate(batch, GenerationConfig(strategy="greedy", max_new_tokens=2 * longest + 8))
-            try:
-                out["valid/wer"] = wer(refs, hyps)
-            except ValueError:  # references empty after normalisation
-                pass
+@contextlib.contextmanager
+def _rng_untouched(generators: dict[str, torch.Generator]) -> Iterator[None]:
+    """Run validation without moving any training random stream (python, numpy, torch, the recipe's)."""
+    py, npy, gens = random.getstate(), np.random.get_state(), {k: g.get_state() for k, g in generators.items()}
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
     random.setstate(py)
     np.random.set_state(npy)
-    model.train(was_training)
-    return out
+    for k, g in generators.items():
+        g.set_state(gens[k])
 
 
-def _autocast(device: torch.device, amp: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+def _cpu_group(device: torch.device, world: int) -> Any:
+    """A gloo group when the task trains on the CPU but the default group is not gloo (NCCL on a GPU machine)."""
+    if world > 1 and device.type == "cpu" and torch.distributed.get_backend() != "gloo":
+        return torch.distributed.new_group(backend="gloo")
+    return None
 
 
-# -- the loop -------------------------------------------------------------------------------------
-def parameter_groups(model: Any, lr: float, connector_scale: float) -> list[dict[str, Any]]:
-    """AdamW groups: the connector and CTC head at ``lr * connector_scale`` (frozen at 0), the rest (LoRA) at ``lr``."""
-    from auralm.recipes.hear.model import TRAINABLE_PREFIXES
+# -- the engine -----------------------------------------------------------------------------------
+def fit(task: Task, cfg: RunConfig, *, name: str = "train", precision: str = "fp32", device: str = "auto",
+        accelerator: Any = None, log: Callable[[str], None] | None = None) -> Path:
+    """Train ``task`` as ``cfg`` (a :class:`RunConfig`) says; return the final checkpoint folder.
 
-    own, rest = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (own if name.startswith(TRAINABLE_PREFIXES) else rest).append(p)
-    if connector_scale == 0:
-        for p in own:
-            p.requires_grad_(False)
-        own = []
-    return [g for g in ({"params": own, "lr": lr * connector_scale}, {"params": rest, "lr": lr}) if g["params"]]
-
-
-def fit(model: Any, cfg: Any, train_set: Any, valid_set: Any, collate: Any, accelerator: Any,
-        log: Any = print) -> Path:
-    """Train ``model`` (an AudioLM, encoder/LM frozen) per ``cfg`` (TrainConfig); return the final checkpoint.
-
-    Resumes from ``cfg.out/latest`` when the stage decided to (``cfg.resume`` resolved by the caller:
-    the loop resumes whenever a checkpoint exists in ``out``).
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (bf16 autocast where it helps). ``device``: ``auto`` (the
+    accelerator's) or ``cpu``. Resumes per ``cfg.resume`` (:func:`check_resume`).
     """
-    out = Path(cfg.out)
-    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    per_process = cfg.optim.batch_size // world
-    if cfg.optim.batch_size % (world * cfg.optim.grad_accum):
-        raise ConfigError(f"optim.batch_size ({cfg.optim.batch_size}) must be a multiple of processes x grad_accum "
-                          f"({world} x {cfg.optim.grad_accum})")
-    micro = per_process // cfg.optim.grad_accum
-    amp = autocast_dtype(cfg.precision, device)
-    model.to(device)
-    groups = parameter_groups(model, cfg.optim.lr, cfg.optim.connector_lr_scale)
+    from accelerate.utils import set_seed
+
+    o, out = cfg.optim, Path(cfg.out)
+    ckpt = check_resume(cfg)
+    accelerator = accelerator or make_accelerator()
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    log = log or _stderr(name, main)
+    if o.batch_size % (world * o.grad_accum):
+        raise ConfigError(f"optim.batch_size ({o.batch_size}) must be a multiple of processes x grad_accum "
+                          f"({world} x {o.grad_accum})")
+    custom = task.train_step is not None
+    if custom and o.grad_accum != 1:
+        raise ConfigError(f"{name}: this recipe runs its own step; optim.grad_accum must be 1, got {o.grad_accum}")
+    dev = torch.device("cpu") if device == "cpu" else accelerator.device
+    per_process = o.batch_size // world
+    ctx = StepContext(accelerator, dev, per_process, per_process // o.grad_accum, autocast_dtype(precision, dev),
+                      _cpu_group(dev, world))
+    task.model.to(dev)
+    task.bind(ctx)
+    groups = {k: g for k, g in task.parameter_groups().items() if any(x["params"] for x in g)}
     if not groups:
-        raise ConfigError("the model has no trainable parameters (optim.connector_lr_scale=0 freezes the connector)")
-    params = [p for g in groups for p in g["params"]]
-    n_trainable = trainable_parameter_count(model)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                                  weight_decay=cfg.optim.weight_decay)
-    o = cfg.optim
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, o.warmup_steps, o.max_steps, o.schedule))
+        raise ConfigError(f"{name}: the model has no trainable parameters")
+    optimizers = {k: torch.optim.AdamW([x for x in g if x["params"]], lr=o.lr, betas=tuple(o.betas),
+                                       weight_decay=o.weight_decay) for k, g in groups.items()}
+    schedule = lambda s: lr_lambda(s, o.warmup_steps, o.max_steps, o.schedule, o.min_lr_frac)  # noqa: E731
+    schedulers = {k: torch.optim.lr_scheduler.LambdaLR(opt, schedule) for k, opt in optimizers.items()}
+    ctx.optimizers = optimizers
+    params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
+    n_trainable = sum(p.numel() for p in params)
+    fingerprint = task.fingerprint()
 
     step, window, elapsed_before = 0, {}, 0.0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:  # resume: weights, optimizer, schedule, step, RNG, log window
-        load_trainable(model, ckpt)
+    if ckpt is not None:  # weights, optimizers, schedules, step, RNG, the recipe's state, the log window
         state = load_trainer_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if fingerprint is not None and state.get("fingerprint") not in (None, fingerprint):
+            raise ConfigError(f"{out} holds a run trained on other data than this one; it cannot be resumed "
+                              "with it: pass another out")
+        task.load_weights(ckpt)
+        for k, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+            schedulers[k].load_state_dict(state["schedulers"][k])
+        task.load_state_dict(state.get("extra", {}))
         step, window, elapsed_before = state["step"], state.get("window", {}), state.get("elapsed_s", 0.0)
         rngs = state["rng"]
-        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
-        log(f"resumed from {ckpt} at step {step}")
-    log(f"trainable parameters: {n_trainable:,}; {world} process(es) x {cfg.optim.grad_accum} micro-batch(es) "
-        f"of {micro}; precision {'bf16 autocast' if amp else 'fp32'}; "
-        f"{'cached embeddings' if getattr(train_set, 'uses_cache', False) else 'encoder on the fly'}")
-    main = accelerator.is_main_process
-    logger = Logger(cfg, out, step, main)
-    t0 = time.perf_counter()
+        set_rng_state(rngs[rank] if len(rngs) == world else rngs[0], task.generators)
+        log(f"resumed {ckpt} at step {step}")
+    else:
+        set_seed(o.seed + rank)  # dropout streams differ per process; the data streams are the recipe's
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out)
+    accelerator.wait_for_everyone()
+
+    end = min(o.max_steps, o.stop_after) if o.stop_after else o.max_steps
+    steps_planned = end
+    log(f"trainable parameters: {n_trainable:,}; {world} process(es) x {o.grad_accum} micro-batch(es) of "
+        f"{ctx.micro}; precision {'bf16 autocast' if ctx.amp else 'fp32'}; steps {step} -> {end} of {o.max_steps}"
+        + (f"; guard {o.max_minutes:g} min" if o.max_minutes else ""))
+    logger = Logger(out, cfg.logger, step, main, cfg.to_dict())
     metrics: dict[str, Any] = {"trainable_params": n_trainable}
-    lengths = train_set.lengths() if o.group_by_length and hasattr(train_set, "lengths") else None
-    steps = range(step, o.max_steps)
-    bar = progress(steps, desc=f"train stage {cfg.stage}", total=len(steps)) if main else steps
-    model.train()
-    for step in bar:  # noqa: B007 - `step` is the number of steps done before this one
-        # -- one optimizer step ------------------------------------------------------------------
-        t_step = time.perf_counter()
-        order = index_stream(len(train_set), o.seed, step * o.batch_size, o.batch_size, lengths, o.batch_size)
-        mine = order[rank * per_process : (rank + 1) * per_process]
-        optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss*n, lm_loss*n, ctc_loss*n, n
-        audio_s = 0.0
-        for m in range(o.grad_accum):
-            batch = collate([train_set[i] for i in mine[m * micro : (m + 1) * micro]])
-            audio_s += sum(len(w) for w in batch.get("wavs", [])) / 16000
-            with _autocast(device, amp):
-                res = model(_batch_to(batch, device))
-            n = float(res.get("n_tokens", len(batch["ids"])))
-            (res["loss"].float() * n).backward()
-            parts = [res["loss"], res.get("lm_loss", res["loss"]), res.get("ctc_loss", torch.zeros(()))]
-            sums += torch.tensor([float(x.detach()) * n for x in parts] + [n], dtype=torch.float64)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    t0 = clock()
+
+    def save(at: int, stopped_by: str | None) -> None:
+        from accelerate.utils import gather_object
+
+        rngs = [rng_state(task.generators)]
         if world > 1:
-            flat = torch.cat([g.reshape(-1).float() for g in grads] + [sums.float().to(device)])
-            torch.distributed.all_reduce(flat)
-            sums = flat[-4:].double().cpu()
-            flat = flat[:-4]
-            offset = 0
-            for p, g in zip(params, grads):
-                p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
-                offset += g.numel()
+            rngs = gather_object(rngs)
+        if main:
+            elapsed = elapsed_before + clock() - t0
+            record = {**metrics, "elapsed_s": round(elapsed, 3), "stopped_by": stopped_by, "steps_done": at,
+                      "steps_planned": steps_planned, "max_steps": o.max_steps}
+            state = {"step": at, "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+                     "schedulers": {k: v.state_dict() for k, v in schedulers.items()}, "rng": rngs, "window": window,
+                     "num_processes": world, "elapsed_s": elapsed, "extra": task.state_dict(),
+                     "fingerprint": fingerprint}
+            save_checkpoint(out, at, cfg, lambda folder: task.save_weights(folder, at), state, record, cfg.keep_last)
+        accelerator.wait_for_everyone()
+
+    steps = range(step, end)
+    bar = progress(steps, desc=name, total=len(steps)) if main else steps
+    task.model.train()
+    for step in bar:  # noqa: B007 - `step` is the number of steps done before this one
+        t_step = clock()
+        if custom:
+            values = {k if k.startswith("count/") else f"train/{k}": float(v)
+                      for k, v in task.train_step(step, ctx).items()}
         else:
-            for p, g in zip(params, grads):
-                p.grad = g
-        total_tokens = float(sums[3])
-        for p in params:
-            p.grad.div_(max(total_tokens, 1.0))
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip else float("inf"))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
+            values = _default_step(task, ctx, step, o, params, optimizers)
+        values["lr"] = schedulers[next(iter(schedulers))].get_last_lr()[0]
+        with warnings.catch_warnings():  # a GAN step may not step every optimizer yet (discriminators start later)
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
+            for s in schedulers.values():
+                s.step()
         step += 1
-        # -- bookkeeping ------------------------------------------------------------------------
-        seconds = time.perf_counter() - t_step
-        values = {"train/loss": float(sums[0]) / total_tokens, "train/lm_loss": float(sums[1]) / total_tokens,
-                  "lr": lr, "train/grad_norm": float(grad_norm), "train/tokens_per_s": total_tokens / seconds}
-        if "ctc_loss" in res:
-            values["train/ctc_loss"] = float(sums[2]) / total_tokens
-        if audio_s:
-            values["train/audio_s_per_s"] = audio_s * world / seconds
+        task.end_step(step)
+        if world > 1 and task.sync_buffers:
+            for b in task.model.buffers():
+                torch.distributed.broadcast(b, src=0, group=ctx.group)
+        seconds = max(clock() - t_step, 1e-9)
+        for k in [k for k in values if k.startswith("count/")]:
+            values[f"train/{k[6:]}_per_s"] = values.pop(k) / seconds
         for k, v in values.items():
             window.setdefault(k, []).append(v)
-        if main and hasattr(bar, "set_postfix"):
+        if main and hasattr(bar, "set_postfix") and "train/loss" in values:
             bar.set_postfix(loss=f"{values['train/loss']:.3f}")
-        if step % cfg.log_every == 0 or step == o.max_steps:
+        stopped_by = "max_steps" if step == o.max_steps else "stop_after" if step == end else None
+        if stopped_by is None and o.max_minutes:
+            late = torch.tensor([float((clock() - t0) / 60 >= o.max_minutes)], device=ctx.device)
+            if ctx.all_reduce(late, "max").item():  # every process must agree (clocks differ)
+                stopped_by = "max_minutes"
+        if step % cfg.log_every == 0 or step == o.max_steps:  # an early stop keeps its window (exact logs on resume)
             means = {k: float(np.mean(v)) for k, v in window.items()}
             logger.log(step, means)
-            metrics.update({k.replace("/", "_"): v for k, v in means.items()})
+            _nest(metrics, means)
             window = {}
-        stop = step == o.max_steps or step == o.stop_after
-        minutes = (time.perf_counter() - t0) / 60
-        if o.max_minutes and minutes >= o.max_minutes:
-            stop = True
-        if world > 1:  # every process must agree on stopping (clocks differ)
-            flag = torch.tensor([float(stop)], device=device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if (cfg.eval_every and step % cfg.eval_every == 0) or (stop and valid_set is not None):
-            if main and valid_set is not None:
-                scores = validate(model, valid_set, collate, cfg, micro, device, amp)
-                scores["time/train_minutes"] = (elapsed_before + time.perf_counter() - t0) / 60
-                logger.log(step, scores)
-                metrics.update({k.replace("/", "_"): v for k, v in scores.items()})
-                log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        if stopped_by and window:  # the checkpoint's metrics get the unlogged steps too
+            _nest(metrics, {k: float(np.mean(v)) for k, v in window.items()})
+        if (cfg.eval_every and step % cfg.eval_every == 0) or stopped_by:
+            if main:
+                with _rng_untouched(task.generators):
+                    scores = task.validate(step, logger)
+                task.model.train()
+                if scores:
+                    scores = {**scores, "time/train_minutes": (elapsed_before + clock() - t0) / 60}
+                    logger.log(step, scores)
+                    _nest(metrics, scores)
+                    log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
             accelerator.wait_for_everyone()
-        if (cfg.save_every and step % cfg.save_every == 0) or stop:
-            _save(model, cfg, out, step, optimizer, scheduler, window, accelerator,
-                  {**metrics, "elapsed_s": elapsed_before + time.perf_counter() - t0}, len(train_set))
-        if stop:
+        if stopped_by == "max_minutes" and main:
+            print(f"WARNING [{name}] stopped by max_minutes at step {step} of {steps_planned}: the run was cut by "
+                  f"its time guard ({o.max_minutes:g} min); resume it (same command) or give it fewer steps",
+                  file=sys.stderr, flush=True)
+        if (cfg.save_every and step % cfg.save_every == 0) or stopped_by:
+            save(step, stopped_by)
+        if stopped_by:
             break
     logger.close()
     accelerator.wait_for_everyone()
     final = latest_checkpoint(out)
-    if final is None:  # nothing to do (a finished run resumed): the latest checkpoint is the answer
-        raise ConfigError(f"{out} has no checkpoint after training")
+    if final is None:
+        raise AuralmError(f"{out} has no checkpoint after training")
     return final
 
 
-def _save(model: Any, cfg: Any, out: Path, step: int, optimizer: Any, scheduler: Any, window: dict,
-          accelerator: Any, metrics: dict[str, Any], n_rows: int) -> None:
-    """Gather every process's RNG state, then the main process writes the checkpoint."""
-    from accelerate.utils import gather_object
-
-    rngs = [rng_state()]
-    if accelerator.num_processes > 1:
-        rngs = gather_object(rngs)
-    if accelerator.is_main_process:
-        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": rngs, "window": window, "num_processes": accelerator.num_processes,
-                 "data_position": step * cfg.optim.batch_size, "epoch": step * cfg.optim.batch_size // n_rows, "elapsed_s": metrics.get("elapsed_s", 0.0)}
-        save_checkpoint(out, step, cfg, model, state, metrics, cfg.keep_last)
-    accelerator.wait_for_everyone()
+def _default_step(task: Task, ctx: StepContext, step: int, o: Any, params: list[torch.nn.Parameter],
+                  optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, float]:
+    """One optimizer step of summed, all-reduced, n-normalised gradients (see the module docstring)."""
+    examples = task.global_batch(step)
+    if len(examples) != o.batch_size:
+        raise AuralmError(f"the recipe gave {len(examples)} examples for step {step}, not optim.batch_size={o.batch_size}")
+    mine = ctx.shard(examples)
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for m in range(o.grad_accum):
+        with ctx.autocast():
+            res = dict(task.loss(mine[m * ctx.micro : (m + 1) * ctx.micro]))
+        n = float(res.pop("n", ctx.micro))
+        (res["loss"].float() * n).backward()
+        for k, v in res.items():
+            key = k if k.startswith("count/") else f"train/{k}"
+            sums[key] = sums.get(key, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) * (
+                1.0 if k.startswith("count/") else n)
+        sums["n"] = sums.get("n", 0.0) + n
+    keys = sorted(sums)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if ctx.world > 1:
+        stats = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+        flat = ctx.all_reduce(torch.cat([g.reshape(-1).float() for g in grads] + [stats.float().to(grads[0].device)]))
+        sums = dict(zip(keys, flat[-len(keys):].double().cpu().tolist()))
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset : offset + g.numel()].view_as(p).to(p.dtype)
+            offset += g.numel()
+    else:
+        for p, g in zip(params, grads):
+            p.grad = g
+    total = max(sums.pop("n"), 1e-12)
+    for p in params:
+        p.grad.div_(total)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip if o.grad_clip else float("inf"))
+    for opt in optimizers.values():
+        opt.step()
+    values = {k: (v if k.startswith("count/") else v / total) for k, v in sums.items()}
+    values["train/grad_norm"] = float(grad_norm)
+    return values

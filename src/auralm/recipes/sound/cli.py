@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from auralm.core.config import apply_overrides, save_config
+from auralm.core.config import apply_overrides
 from auralm.core.errors import ConfigError
 from auralm.recipes.sound.pipeline import (
     generate_sounds,
@@ -40,11 +40,11 @@ def train_tokenizer_cli(argv: list[str]) -> int:
     """auralm sound train-tokenizer --manifest M --out DIR [key=value ...]"""
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
 
-    p = _parser("train-tokenizer", "Train the mel VQ-VAE audio tokenizer (writes OUT/checkpoint).")
+    p = _parser("train-tokenizer", "Train the mel VQ-VAE audio tokenizer (writes OUT/checkpoints/step-N, OUT/latest).")
     p.add_argument("--manifest", help="labelled manifest (split train; valid for evaluation)")
     p.add_argument("--out", help="run folder")
     p.add_argument("--config", help="YAML file of settings")
-    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. steps=500 model.codebook_size=64")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. optim.max_steps=500 model.codebook_size=64")
     a = p.parse_args(argv)
     cfg = _config(TokenizerTrainConfig, a.config, a.overrides, manifest=a.manifest, out=a.out)
     print(train_tokenizer(cfg))
@@ -75,15 +75,16 @@ def train_gpt_cli(argv: list[str]) -> int:
     p.add_argument("--tokens", help="token set folder (else made from --manifest with --tokenizer into OUT/tokens)")
     p.add_argument("--manifest", help="labelled manifest to tokenize")
     p.add_argument("--tokenizer", help="tokenizer checkpoint folder")
-    p.add_argument("--out", help="run folder (checkpoint/, tb/, config.yaml)")
+    p.add_argument("--out", help="run folder (checkpoints/, latest, tb/, config.yaml)")
     p.add_argument("--stage", choices=["ae", "vae"], help="GPT-VAE stage")
     p.add_argument("--init-from", help="GPT-VAE stage 2: the stage-1 checkpoint")
-    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--max-steps", "--steps", dest="max_steps", type=int, help="optimizer steps (optim.max_steps)")
     p.add_argument("--config", help="YAML file of settings")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. gpt.n_layer=2 free_bits=total")
     a = p.parse_args(argv)
-    cfg = _config(TrainGPTConfig, a.config, a.overrides, kind=a.kind, tokens=a.tokens, out=a.out, stage=a.stage,
-                  init_from=a.init_from, steps=a.steps)
+    steps = [f"optim.max_steps={a.max_steps}"] if a.max_steps else []
+    cfg = _config(TrainGPTConfig, a.config, steps + list(a.overrides), kind=a.kind, tokens=a.tokens, out=a.out,
+                  stage=a.stage, init_from=a.init_from)
     if not cfg.tokens:
         if not (a.manifest and a.tokenizer):
             raise ConfigError("give --tokens DIR, or --manifest and --tokenizer to make one")
@@ -91,9 +92,8 @@ def train_gpt_cli(argv: list[str]) -> int:
         cfg = cfg.replace(tokens=str(Path(cfg.out) / "tokens"))
     else:
         tokens = TokenSet.load(cfg.tokens)
-    save_config(cfg, Path(cfg.out))
     ckpt = train_gpt(cfg, tokens)
-    if cfg.tensorboard and tokens.tokenizer and Path(tokens.tokenizer).is_dir():
+    if cfg.logger == "tensorboard" and tokens.tokenizer and Path(tokens.tokenizer).is_dir():
         _log_checkpoint_samples(ckpt, tokens, Path(cfg.out) / "tb")
     print(ckpt)
     return 0
@@ -204,7 +204,7 @@ def demo_cli(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="sound-demo", help="preset name or YAML file (default: sound-demo)")
     parser.add_argument("--out", help="output folder (default: runs/sound-demo)")
-    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_per_class=20 gpt.steps=500")
+    parser.add_argument("overrides", nargs="*", help="key=value settings, e.g. n_per_class=20 gpt.optim.max_steps=500")
     args = parser.parse_args(argv)
     cfg = SoundDemoConfig.from_dict(load_preset(args.preset))
     cfg = apply_overrides(cfg, list(args.overrides) + ([f"out={args.out}"] if args.out else []))

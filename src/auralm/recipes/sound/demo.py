@@ -75,7 +75,7 @@ def make_bundle(folder: Path, tokenizer: Path, vocoder: Path | None, gpt: Path |
         for name, src in (("tokenizer", tokenizer), ("vocoder", vocoder), ("gpt", gpt), ("vae", vae)):
             names[name] = ""
             if src is not None:
-                shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("state.pt", "tb"))
+                shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("trainer_state.pt", "tb"))
                 names[name] = name
         save_config(SoundBundle(**names), tmp)
     return folder
@@ -142,9 +142,11 @@ def evaluate_bundle(bundle: str | Path, manifest: str | Path, out: str | Path, *
 
 
 def _sibling_vocoder(bundle: str | Path) -> Path | None:
-    """A neural vocoder kept beside a bundle that chose Griffin-Lim (``<bundle>/../vocoder/checkpoint``)."""
-    cand = Path(bundle).parent / "vocoder" / "checkpoint"
-    return cand if (cand / "weights.safetensors").is_file() else None
+    """A neural vocoder kept beside a bundle that chose Griffin-Lim (the run ``<bundle>/../vocoder``'s latest)."""
+    from auralm.training.checkpoint import latest_checkpoint
+
+    cand = latest_checkpoint(Path(bundle).parent / "vocoder")
+    return cand if cand is not None and (cand / "weights.safetensors").is_file() else None
 
 
 def choose_vocoder(vocoder_ckpt: Path) -> tuple[bool, dict]:
@@ -171,6 +173,7 @@ def run(cfg: SoundDemoConfig) -> dict:
     from auralm.recipes.sound.train_gpt import TrainGPTConfig, load_token_model, train_gpt, vae_report
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
     from auralm.recipes.sound.train_vocoder import VocoderTrainConfig, train_vocoder
+    from auralm.training.config import merge_dicts
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,14 +192,15 @@ def run(cfg: SoundDemoConfig) -> dict:
 
     _log("2/7 training the mel VQ-VAE tokenizer")
     t = time.perf_counter()
+    seed = {"optim": {"seed": cfg.seed}}
     tok_ckpt = train_tokenizer(TokenizerTrainConfig.from_dict(
-        {"seed": cfg.seed, **cfg.tokenizer, "manifest": str(manifest), "out": str(out / "tokenizer")}))
+        merge_dicts(seed, cfg.tokenizer, {"manifest": str(manifest), "out": str(out / "tokenizer")})))
     lap("tokenizer", t)
 
     _log("3/7 training the neural vocoder")
     t = time.perf_counter()
     voc_dir = train_vocoder(VocoderTrainConfig.from_dict(
-        {"seed": cfg.seed, **cfg.vocoder, "manifest": str(manifest), "out": str(out / "vocoder")}))
+        merge_dicts(seed, cfg.vocoder, {"manifest": str(manifest), "out": str(out / "vocoder")})))
     lap("vocoder", t)
 
     _log("4/7 tokenizing the corpus and training the class-conditioned token GPT")
@@ -205,17 +209,17 @@ def run(cfg: SoundDemoConfig) -> dict:
     metrics["tokens"] = {"clips": len(tokens.ids), "labels": tokens.label_names, "codebook_size": tokens.codebook_size,
                          "tokens_per_clip": {"min": int(tokens.lengths.min()), "max": int(tokens.lengths.max()),
                                              "mean": round(float(tokens.lengths.float().mean()), 2)}}
-    gpt_cfg = TrainGPTConfig.from_dict({"seed": cfg.seed, "tensorboard": True, **cfg.gpt, "kind": "class",
-                                        "out": str(out / "gpt"), "resume": False})
+    gpt_cfg = TrainGPTConfig.from_dict(merge_dicts(seed, cfg.gpt, {"kind": "class", "out": str(out / "gpt")}))
     gpt_ckpt = train_gpt(gpt_cfg, tokens)
     metrics["gpt"] = json.loads((gpt_ckpt / "meta.json").read_text())["metrics"]
     lap("gpt", t)
 
     _log("5/7 GPT-VAE: stage 1 (autoencoder), then stage 2 with and without free bits")
     t = time.perf_counter()
-    base = {"seed": cfg.seed, "tensorboard": True, **cfg.vae, "kind": "vae", "resume": False}
-    ae = train_gpt(TrainGPTConfig.from_dict({**base, "stage": "ae", "steps": cfg.vae_ae_steps, "out": str(out / "vae-ae")}), tokens)
-    stage2 = {**base, "stage": "vae", "steps": cfg.vae_steps, "init_from": str(ae)}
+    base = merge_dicts(seed, cfg.vae, {"kind": "vae"})
+    ae = train_gpt(TrainGPTConfig.from_dict(merge_dicts(base, {"stage": "ae", "optim": {"max_steps": cfg.vae_ae_steps},
+                                                               "out": str(out / "vae-ae")})), tokens)
+    stage2 = merge_dicts(base, {"stage": "vae", "optim": {"max_steps": cfg.vae_steps}, "init_from": str(ae)})
     vae = train_gpt(TrainGPTConfig.from_dict({**stage2, "out": str(out / "vae")}), tokens)
     nofb = train_gpt(TrainGPTConfig.from_dict({**stage2, "free_bits": "none", "out": str(out / "vae-nofb")}), tokens)
     test_rows = tokens.rows("test")
@@ -242,7 +246,7 @@ def run(cfg: SoundDemoConfig) -> dict:
                                       max_eval_clips=cfg.max_eval_clips, seed=cfg.seed)
     written = _interpolation(bundle, manifest, cfg.interpolate_steps, out / "interpolation")
     metrics["interpolation"] = written
-    _log_generated(bundle, out, gpt_cfg.steps)
+    _log_generated(bundle, out, gpt_cfg.optim.max_steps)
     lap("eval", t)
     metrics["seconds"]["total"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(out / "metrics.json", metrics)

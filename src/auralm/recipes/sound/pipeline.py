@@ -46,8 +46,12 @@ class Parts:
 
 
 def resolve_bundle(path: str | Path) -> Parts:
-    """A bundle or a GPT checkpoint -> its parts (dispatching on ``config.yaml``, not on folder names)."""
+    """A bundle or a GPT checkpoint (or its run folder) -> its parts (dispatching on ``config.yaml``, not on folder names)."""
+    from auralm.training.checkpoint import resolve_checkpoint
+
     folder = Path(path)
+    if (folder / "latest").is_file():  # a training run folder: its latest checkpoint
+        folder = resolve_checkpoint(folder)
     cfg_path = folder / "config.yaml"
     if not cfg_path.is_file():
         raise ModelNotFoundError(f"{folder} is not a checkpoint (no config.yaml)")
@@ -82,7 +86,10 @@ def tokenize_manifest(tokenizer_dir: str | Path, manifest: str | Path, out: str 
     from auralm.data.audio import load_audio
     from auralm.data.manifest import read_manifest
     from auralm.recipes.sound.train_gpt import TokenSet
+    from auralm.training.checkpoint import resolve_checkpoint
 
+    if (Path(tokenizer_dir) / "latest").is_file():  # a training run folder: its latest checkpoint
+        tokenizer_dir = resolve_checkpoint(tokenizer_dir)
     tok = load_codec(tokenizer_dir, vocoder="griffin-lim")
     rows = read_manifest(manifest)
     unlabelled = [r.id for r in rows if not r.label]

@@ -1,37 +1,40 @@
 """Training recipes for the token GPT (``kind: class``) and the GPT-VAE (``kind: vae``), with exact resume.
 
-Read :func:`train_gpt` top to bottom: load the token set, :func:`setup` (build, or resume from the
-checkpoint, or initialise stage 2 from stage 1), then the loop: one :func:`train_step` per step,
-validation every ``eval_every`` steps, a checkpoint every ``save_every`` steps and at the end.
+Read :func:`train_gpt` top to bottom: load the token set, fill the model shape from it, build a
+:class:`GPTTask` (the model, initialised for stage 2 from stage 1) and hand it to the training engine
+(:func:`auralm.training.loop.fit`), which owns the run: resume, optimizer and schedule (warm-up, cosine to
+``optim.min_lr_frac``), processes (the global batch is split over them; gradients are all-reduced), caps,
+validation cadence, checkpoints and logs. The task supplies the global batch of a step (rows drawn with its
+seeded data generator, label dropout included), the loss of a part of it (summed over target tokens),
+the KL weight and anneal step (extra state, saved and restored) and the validation.
 
 A token set (:class:`TokenSet`) is a folder with ``codes.safetensors`` (codes (N, T) padded,
 lengths (N,), labels (N,)) and ``tokens.json`` (codebook size, label names, ids, splits, the
-tokenizer that made it). A checkpoint is a folder (written whole with :func:`auralm.core.io.atomic_dir`)::
+tokenizer that made it). A checkpoint is the engine's folder ``out/checkpoints/step-N`` (``out/latest``
+names the newest)::
 
     config.yaml        the resolved TrainGPTConfig (model shape included)
     model.safetensors  the weights
-    state.pt           optimizer, scheduler, step, KL weight and anneal step, RNG states, history
     meta.json          kind, stage, label names, codebook size, clip length in tokens, tokenizer, metrics
+    trainer_state.pt   optimizer, scheduler, step, KL weight and anneal step, RNG states (the engine's)
+    metrics.json       the latest logged scalars, stopped_by (the engine's)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
-import math
-import random
-import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from auralm.core.config import Config, check_recipe, help_field, recipe_field, save_config
+from auralm.core.config import check_recipe, help_field, recipe_field
 from auralm.core.errors import AuralmError, ConfigError
 from auralm.core.io import atomic_dir, atomic_write_json
-from auralm.core.progress import progress
 from auralm.recipes.sound.gpt import GPTConfig, TokenGPT, class_inputs, make_batch
 from auralm.recipes.sound.gpt_vae import (
     ANNEAL_SCHEDULES,
@@ -43,6 +46,9 @@ from auralm.recipes.sound.gpt_vae import (
     kl_weight,
     latent_report,
 )
+from auralm.training.checkpoint import resolve_checkpoint
+from auralm.training.config import OptimConfig, RunConfig
+from auralm.training.loop import Task
 
 
 @dataclasses.dataclass
@@ -101,30 +107,32 @@ class TokenSet:
 
 
 @dataclasses.dataclass
-class TrainGPTConfig(Config):
-    """Settings of ``auralm sound train-gpt``."""
+class GPTOptimConfig(OptimConfig):
+    """The engine's optimizer settings with the token GPT's defaults (AdamW (0.9, 0.95), cosine to 10 %)."""
+
+    weight_decay: float = help_field(0.01, "AdamW weight decay (matrices only; biases and norms have none)")
+    betas: list = help_field([0.9, 0.95], "AdamW betas")
+    warmup_steps: int = help_field(100, "linear warm-up steps from 0 to lr")
+    min_lr_frac: float = help_field(0.1, "the cosine decay ends at lr * this")
+    batch_size: int = help_field(32, "GLOBAL sequences per optimizer step")
+    max_steps: int = help_field(2000, "optimizer steps of the whole run")
+
+
+@dataclasses.dataclass
+class TrainGPTConfig(RunConfig):
+    """Settings of ``auralm sound train-gpt``: the run (:class:`auralm.training.config.RunConfig`) and the model."""
 
     recipe: str = recipe_field("sound")
+    out: str = help_field("runs/sound-gpt", "run folder: config.yaml, train_log.jsonl, tb/, checkpoints/step-N/, latest")
+    optim: GPTOptimConfig = help_field(default_factory=GPTOptimConfig, help="optimizer + run length")
+    eval_every: int = help_field(200, "validate every K steps (and at the end)")
+    save_every: int = help_field(500, "write a checkpoint every K steps (and always at the end)")
     kind: str = help_field("class", "class (class-conditioned token GPT) or vae (GPT-VAE)")
     tokens: str = help_field("", "token set folder (codes.safetensors + tokens.json)")
-    out: str = help_field("runs/sound-gpt", "run folder: checkpoint/ and tb/ go here")
-    steps: int = help_field(2000, "optimizer steps in all")
-    stop_after: int = help_field(0, "stop (with a checkpoint) once this step is reached, 0: run all steps")
-    resume: bool = help_field(True, "continue from out/checkpoint when it exists")
-    batch_size: int = help_field(32, "sequences per step")
-    lr: float = help_field(1e-3, "peak learning rate (AdamW)")
-    min_lr_frac: float = help_field(0.1, "cosine decay ends at lr * this")
-    warmup_steps: int = help_field(100, "linear warm-up steps")
-    weight_decay: float = help_field(0.01, "AdamW weight decay")
-    grad_clip: float = help_field(1.0, "clip the gradient norm to this (0: off)")
-    seed: int = help_field(0, "seed of weights, batches, dropout and latent noise")
-    eval_every: int = help_field(200, "validate every N steps")
-    save_every: int = help_field(500, "checkpoint every N steps")
-    tensorboard: bool = help_field(True, "log scalars to out/tb")
     gpt: GPTConfig = dataclasses.field(default_factory=GPTConfig, metadata={"help": "token GPT shape (kind=class)"})
     vae: GPTVAEConfig = dataclasses.field(default_factory=GPTVAEConfig, metadata={"help": "GPT-VAE shape (kind=vae)"})
     stage: str = help_field("ae", "vae only: ae (stage 1, z = mu, no KL) or vae (stage 2, needs init_from)")
-    init_from: str = help_field("", "stage 2: the stage-1 checkpoint whose encoder and decoder start the VAE")
+    init_from: str = help_field("", "stage 2: the stage-1 checkpoint (or run folder) whose encoder and decoder start the VAE")
     beta: float = help_field(1.0, "final KL weight")
     kl_schedule: str = help_field("linear", "KL weight schedule: constant, linear or cyclical")
     anneal_steps: int = help_field(500, "steps over which the KL weight rises from 0 to beta")
@@ -134,6 +142,7 @@ class TrainGPTConfig(Config):
 
     def validate(self) -> None:
         check_recipe(self, 'sound')
+        super().validate()
         if self.kind not in ("class", "vae"):
             raise ConfigError(f"kind must be class or vae, got {self.kind!r}")
         if self.stage not in ("ae", "vae"):
@@ -142,25 +151,13 @@ class TrainGPTConfig(Config):
             raise ConfigError(f"kl_schedule must be one of {', '.join(ANNEAL_SCHEDULES)}, got {self.kl_schedule!r}")
         if self.free_bits not in FREE_BITS_MODES:
             raise ConfigError(f"free_bits must be one of {', '.join(FREE_BITS_MODES)}, got {self.free_bits!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("steps and batch_size must be >= 1 and lr > 0")
-        if self.eval_every < 1 or self.save_every < 1 or self.stop_after < 0 or self.kl_cycles < 1:
-            raise ConfigError("eval_every, save_every and kl_cycles must be >= 1, stop_after >= 0")
+        if self.kl_cycles < 1:
+            raise ConfigError("kl_cycles must be >= 1")
 
-
-@dataclasses.dataclass
-class TrainState:
-    """Everything a resume needs (and the model)."""
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    gen: torch.Generator  # batches, label dropout, latent noise
-    step: int = 0
-    anneal_step: int = 0
-    kl_weight: float = 0.0
-    history: list[dict] = dataclasses.field(default_factory=list)
-    initialised_from: str = ""
+    @property
+    def annealed(self) -> bool:
+        """Stage 2 of the GPT-VAE: the KL term (with its weight schedule) is on."""
+        return self.kind == "vae" and self.stage == "vae"
 
 
 def resolve_model(cfg: TrainGPTConfig, tokens: TokenSet) -> TrainGPTConfig:
@@ -176,53 +173,6 @@ def build_model(cfg: TrainGPTConfig) -> torch.nn.Module:
     return TokenGPT(cfg.gpt) if cfg.kind == "class" else GPTVAE(cfg.vae)
 
 
-def _lr_lambda(cfg: TrainGPTConfig):
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-        return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac))
-    return f
-
-
-def setup(cfg: TrainGPTConfig) -> TrainState:
-    """Build model and optimizer; resume from ``out/checkpoint`` or initialise stage 2 from stage 1."""
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    state = TrainState(model, optimizer, scheduler, torch.Generator().manual_seed(cfg.seed))
-    ckpt = Path(cfg.out) / "checkpoint"
-    if cfg.resume and (ckpt / "state.pt").is_file():
-        _load_weights(model, ckpt)
-        saved = torch.load(ckpt / "state.pt", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state.gen.set_state(saved["gen"])
-        torch.set_rng_state(saved["torch_rng"])
-        np.random.set_state(saved["numpy_rng"])
-        random.setstate(saved["python_rng"])
-        state.step, state.anneal_step, state.kl_weight = saved["step"], saved["anneal_step"], saved["kl_weight"]
-        state.history, state.initialised_from = saved["history"], saved.get("initialised_from", "")
-        _log(f"resumed from {ckpt} at step {state.step} (KL weight {state.kl_weight:.4g}, anneal step {state.anneal_step})")
-    elif cfg.kind == "vae" and cfg.stage == "vae":
-        if not cfg.init_from:
-            raise ConfigError("stage vae starts from a stage-1 (ae) checkpoint: set init_from=DIR")
-        src = Path(cfg.init_from)
-        src_cfg = TrainGPTConfig.from_yaml(src / "config.yaml") if (src / "config.yaml").is_file() else None
-        if src_cfg is None or src_cfg.kind != "vae":
-            raise ConfigError(f"init_from={src} is not a GPT-VAE checkpoint")
-        if src_cfg.vae != cfg.vae:
-            raise ConfigError(f"stage-1 checkpoint {src} has model {src_cfg.vae.to_dict()}, this run {cfg.vae.to_dict()}")
-        _load_weights(model, src)  # encoder AND decoder (strict: every key must be there)
-        state.initialised_from = str(src)
-        _log(f"stage 2: encoder and decoder initialised from {src}")
-    return state
-
-
 def _load_weights(model: torch.nn.Module, folder: Path) -> None:
     from safetensors.torch import load_file
 
@@ -231,71 +181,149 @@ def _load_weights(model: torch.nn.Module, folder: Path) -> None:
         raise AuralmError(f"{folder}: weights do not fit the model (missing {missing[:4]}, unexpected {unexpected[:4]})")
 
 
-def _batch(cfg: TrainGPTConfig, model, tokens: TokenSet, rows: list[int], gen: torch.Generator | None,
-           drop: float = 0.0):
+class GPTTask(Task):
+    """The token GPT / GPT-VAE of ``cfg`` (resolved with :func:`resolve_model`) on a token set."""
+
+    def __init__(self, cfg: TrainGPTConfig, tokens: TokenSet):
+        self.cfg, self.tokens = cfg, tokens
+        self.train_rows = tokens.rows("train")
+        self.val_rows = tokens.rows("valid") or tokens.rows("test")
+        if not self.train_rows:
+            raise AuralmError("the token set has no rows in split 'train'")
+        torch.manual_seed(cfg.optim.seed)
+        self.model = build_model(cfg)
+        self.gen = torch.Generator().manual_seed(cfg.optim.seed)  # batches, label dropout, latent noise
+        self.generators = {"data": self.gen}
+        self.anneal_step, self.kl_weight, self.initialised_from = 0, 0.0, ""
+        self.metrics: dict[str, Any] = {}
+        if cfg.annealed:  # stage 2 starts from the stage-1 encoder AND decoder (a resume then loads its own weights)
+            if not cfg.init_from:
+                raise ConfigError("stage vae starts from a stage-1 (ae) checkpoint: set init_from=DIR")
+            try:
+                src = resolve_checkpoint(cfg.init_from)
+            except AuralmError:
+                raise ConfigError(f"init_from={cfg.init_from} is not a GPT-VAE checkpoint") from None
+            src_cfg = TrainGPTConfig.from_yaml(src / "config.yaml")
+            if src_cfg.kind != "vae":
+                raise ConfigError(f"init_from={src} is not a GPT-VAE checkpoint")
+            if src_cfg.vae != cfg.vae:
+                raise ConfigError(f"stage-1 checkpoint {src} has model {src_cfg.vae.to_dict()}, this run {cfg.vae.to_dict()}")
+            _load_weights(self.model, src)  # strict: every key must be there
+            self.initialised_from = str(src)
+
+    def parameter_groups(self) -> dict[str, list[dict[str, Any]]]:
+        named = list(self.model.named_parameters())
+        return {"main": [{"params": [p for _, p in named if p.dim() >= 2]},  # optim.weight_decay
+                         {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]}
+
+    def global_batch(self, step: int) -> list[tuple[int, int]]:
+        """(row, first input token) of each sequence: rows drawn with the data generator, then (class GPT) the
+        label dropout of the whole global batch, so every process draws the same."""
+        if self.cfg.annealed:
+            c = self.cfg
+            self.kl_weight = kl_weight(self.anneal_step, c.kl_schedule, c.beta, c.anneal_steps, c.kl_cycles)
+        pick = torch.randint(0, len(self.train_rows), (self.cfg.optim.batch_size,), generator=self.gen)
+        rows = [self.train_rows[int(i)] for i in pick]
+        if self.cfg.kind == "class":
+            first = class_inputs(self.cfg.gpt, self.tokens.labels[rows], self.gen, self.cfg.gpt.cfg_dropout)
+        else:
+            first = torch.full((len(rows),), self.cfg.vae.decoder_config().null)
+        return list(zip(rows, first.tolist()))
+
+    def loss(self, examples: list[tuple[int, int]]) -> dict[str, Any]:
+        out = compute_loss(self.cfg, self.model, self.tokens, [r for r, _ in examples], torch.tensor([f for _, f in examples]),
+                           self.gen, self.kl_weight, train=True)
+        if self.cfg.annealed:
+            out["kl_weight"] = self.kl_weight
+        return out
+
+    def end_step(self, step: int) -> None:
+        if self.cfg.annealed:
+            self.anneal_step += 1
+
+    def validate(self, step: int, logger: Any) -> dict[str, float] | None:
+        self.metrics = {"step": step}
+        if self.val_rows:
+            self.metrics["val"] = validate(self.cfg, self.model, self.tokens, self.val_rows, self.kl_weight)
+        if self.cfg.kind == "vae":
+            self.metrics["latent"] = vae_report(self.cfg, self.model, self.tokens, self.val_rows or self.train_rows)
+        scores = {f"valid/{k}": v for k, v in self.metrics.get("val", {}).items()}
+        if "latent" in self.metrics:
+            scores["valid/active_units"] = float(self.metrics["latent"]["active_units"])
+        return scores
+
+    def save_weights(self, folder: Path, step: int) -> None:
+        from safetensors.torch import save_file
+
+        t = self.tokens
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
+        atomic_write_json(folder / "meta.json", {
+            "kind": self.cfg.kind, "stage": self.cfg.stage if self.cfg.kind == "vae" else None, "step": step,
+            "label_names": t.label_names, "codebook_size": t.codebook_size, "clip_tokens": t.clip_tokens,
+            "max_tokens": int(t.lengths.max()), "variable_length": bool((t.lengths != t.lengths[0]).any()),
+            "tokenizer": t.tokenizer, "kl_weight": self.kl_weight, "anneal_step": self.anneal_step,
+            "initialised_from": self.initialised_from, "metrics": self.metrics,
+        })
+
+    def load_weights(self, folder: Path) -> None:
+        _load_weights(self.model, folder)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"anneal_step": self.anneal_step, "kl_weight": self.kl_weight, "initialised_from": self.initialised_from,
+                "metrics": self.metrics}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.anneal_step, self.kl_weight = state["anneal_step"], state["kl_weight"]
+        self.initialised_from, self.metrics = state.get("initialised_from", ""), state.get("metrics", {})
+
+    def fingerprint(self) -> str:
+        """The token set's codes, lengths and labels: a run is not continued on other tokens."""
+        h = hashlib.sha256()
+        for t in (self.tokens.codes, self.tokens.lengths, self.tokens.labels):
+            h.update(t.long().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def compute_loss(cfg: TrainGPTConfig, model: torch.nn.Module, tokens: TokenSet, rows: list[int], first: torch.Tensor,
+                 gen: torch.Generator | None, kl_w: float, *, train: bool) -> dict[str, Any]:
+    """Loss of one batch (``n``: its target tokens). Class GPT: cross-entropy. VAE: cross-entropy (+ w * KL term
+    in stage 2). ``first``: each sequence's first input (class token, NULL, or the VAE decoder's start)."""
     seqs = [tokens.seq(i) for i in rows]
     if cfg.kind == "class":
-        first = class_inputs(cfg.gpt, tokens.labels[rows], gen, drop)
-        return make_batch(seqs, first, cfg.gpt.eos, 0), None
-    first = torch.full((len(rows),), cfg.vae.decoder_config().null)
-    inputs, targets = make_batch(seqs, first, cfg.vae.decoder_config().eos, 0)
-    return (inputs, targets), (tokens.codes[rows, : inputs.shape[1]], tokens.lengths[rows])
-
-
-def compute_loss(cfg: TrainGPTConfig, state: TrainState, tokens: TokenSet, rows: list[int], *, train: bool) -> dict:
-    """Loss of one batch. Class GPT: cross-entropy. VAE: cross-entropy (+ w * KL term in stage 2)."""
-    model = state.model
-    gen = state.gen if train else None
-    (inputs, targets), enc = _batch(cfg, model, tokens, rows, gen, cfg.gpt.cfg_dropout if train else 0.0)
-    if cfg.kind == "class":
+        inputs, targets = make_batch(seqs, first, cfg.gpt.eos, 0)
         logits = model(inputs)  # B, T, K + 1
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return {"loss": ce, "ce": ce}
-    stochastic = train and cfg.stage == "vae"
-    logits, mu, logvar = model(enc[0], enc[1], inputs, stochastic=stochastic, generator=gen)
+        return {"loss": ce, "ce": ce, "n": int((targets != -100).sum())}
+    inputs, targets = make_batch(seqs, first, cfg.vae.decoder_config().eos, 0)
+    codes, lengths = tokens.codes[rows, : inputs.shape[1]], tokens.lengths[rows]
+    logits, mu, logvar = model(codes, lengths, inputs, stochastic=train and cfg.annealed, generator=gen)
     ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
     kl_dims = kl_per_dim(mu, logvar)
-    out = {"ce": ce, "kl": kl_dims.sum()}
-    if cfg.stage == "vae":
+    out = {"ce": ce, "kl": kl_dims.sum(), "n": int((targets != -100).sum())}
+    if cfg.annealed:
         out["kl_term"] = kl_term(kl_dims, cfg.free_bits, cfg.free_bits_target)
-        out["loss"] = ce + state.kl_weight * out["kl_term"]
+        out["loss"] = ce + kl_w * out["kl_term"]
     else:
         out["loss"] = ce
     return out
 
 
-def train_step(cfg: TrainGPTConfig, state: TrainState, tokens: TokenSet, train_rows: list[int]) -> dict:
-    """One optimizer step; advances ``step`` and (stage 2) the KL anneal step and weight."""
-    if cfg.kind == "vae" and cfg.stage == "vae":
-        state.kl_weight = kl_weight(state.anneal_step, cfg.kl_schedule, cfg.beta, cfg.anneal_steps, cfg.kl_cycles)
-    state.model.train()
-    pick = torch.randint(0, len(train_rows), (cfg.batch_size,), generator=state.gen)
-    out = compute_loss(cfg, state, tokens, [train_rows[int(i)] for i in pick], train=True)
-    state.optimizer.zero_grad(set_to_none=True)
-    out["loss"].backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
-    lr = state.optimizer.param_groups[0]["lr"]
-    state.optimizer.step()
-    state.scheduler.step()
-    state.step += 1
-    if cfg.kind == "vae" and cfg.stage == "vae":
-        state.anneal_step += 1
-    record = {"step": state.step, "lr": lr, "kl_weight": state.kl_weight, "anneal_step": state.anneal_step}
-    record.update({k: float(v.detach()) for k, v in out.items()})
-    state.history.append(record)
-    return record
-
-
 @torch.no_grad()
-def validate(cfg: TrainGPTConfig, state: TrainState, tokens: TokenSet, rows: list[int]) -> dict:
-    """Mean per-batch losses on ``rows`` (deterministic: no dropout, z = mu, no label dropout)."""
-    state.model.eval()
+def validate(cfg: TrainGPTConfig, model: torch.nn.Module, tokens: TokenSet, rows: list[int], kl_w: float = 0.0) -> dict:
+    """Mean per-row losses on ``rows`` (deterministic: no dropout, z = mu, no label dropout)."""
+    was = model.training
+    model.eval()
     sums: dict[str, float] = {}
-    batches = [rows[i : i + cfg.batch_size] for i in range(0, len(rows), cfg.batch_size)]
-    for b in batches:
-        for k, v in compute_loss(cfg, state, tokens, b, train=False).items():
+    batch = cfg.optim.batch_size
+    for i in range(0, len(rows), batch):
+        b = rows[i : i + batch]
+        first = (class_inputs(cfg.gpt, tokens.labels[b]) if cfg.kind == "class"
+                 else torch.full((len(b),), cfg.vae.decoder_config().null))
+        res = compute_loss(cfg, model, tokens, b, first, None, kl_w, train=False)
+        res.pop("n")
+        for k, v in res.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(b)
+    model.train(was)
     return {k: v / max(1, len(rows)) for k, v in sums.items()}
 
 
@@ -305,34 +333,11 @@ def vae_report(cfg: TrainGPTConfig, model: GPTVAE, tokens: TokenSet, rows: list[
     return latent_report(model, batches)
 
 
-def save_checkpoint(cfg: TrainGPTConfig, state: TrainState, tokens: TokenSet, metrics: dict | None = None) -> Path:
-    """Write ``out/checkpoint`` whole (atomically): config, weights, full training state, meta."""
-    from safetensors.torch import save_file
-
-    folder = Path(cfg.out) / "checkpoint"
-    with atomic_dir(folder) as tmp:
-        save_config(cfg, tmp)
-        save_file({k: v.contiguous() for k, v in state.model.state_dict().items()}, str(tmp / "model.safetensors"))
-        torch.save({
-            "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-            "step": state.step, "anneal_step": state.anneal_step, "kl_weight": state.kl_weight,
-            "gen": state.gen.get_state(), "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(), "history": state.history, "initialised_from": state.initialised_from,
-        }, tmp / "state.pt")
-        atomic_write_json(tmp / "meta.json", {
-            "kind": cfg.kind, "stage": cfg.stage if cfg.kind == "vae" else None, "step": state.step,
-            "label_names": tokens.label_names, "codebook_size": tokens.codebook_size,
-            "clip_tokens": tokens.clip_tokens, "max_tokens": int(tokens.lengths.max()),
-            "variable_length": bool((tokens.lengths != tokens.lengths[0]).any()), "tokenizer": tokens.tokenizer,
-            "kl_weight": state.kl_weight, "anneal_step": state.anneal_step,
-            "initialised_from": state.initialised_from, "metrics": metrics or {},
-        })
-    return folder
-
-
 def load_token_model(folder: str | Path) -> tuple[torch.nn.Module, TrainGPTConfig, dict]:
-    """A trained GPT or GPT-VAE (eval mode), its config and meta.json, from a checkpoint folder."""
+    """A trained GPT or GPT-VAE (eval mode), its config and meta.json, from a checkpoint (or run) folder."""
     folder = Path(folder)
+    if (folder / "latest").is_file():
+        folder = resolve_checkpoint(folder)
     if not (folder / "model.safetensors").is_file() or not (folder / "meta.json").is_file():
         raise AuralmError(f"{folder} is not a token-GPT checkpoint (no model.safetensors / meta.json)")
     cfg = TrainGPTConfig.from_yaml(folder / "config.yaml")
@@ -342,45 +347,10 @@ def load_token_model(folder: str | Path) -> tuple[torch.nn.Module, TrainGPTConfi
 
 
 def train_gpt(cfg: TrainGPTConfig, tokens: TokenSet | None = None) -> Path:
-    """Train (or resume) a token GPT / GPT-VAE; returns the checkpoint folder."""
+    """Train (or resume, per ``cfg.resume``) a token GPT / GPT-VAE; returns the checkpoint folder."""
+    from auralm.training.loop import fit
+
     tokens = tokens or TokenSet.load(cfg.tokens)
     cfg = resolve_model(cfg, tokens)
-    train_rows = tokens.rows("train")
-    val_rows = tokens.rows("valid") or tokens.rows("test")
-    if not train_rows:
-        raise AuralmError("the token set has no rows in split 'train'")
-    state = setup(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = None
-    if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"), purge_step=state.step or None)
-    last = cfg.stop_after if cfg.stop_after else cfg.steps
-    metrics: dict = {}
-    bar = progress(range(state.step, min(last, cfg.steps)), desc=f"train-gpt ({cfg.kind}{'/' + cfg.stage if cfg.kind == 'vae' else ''})")
-    for _ in bar:
-        rec = train_step(cfg, state, tokens, train_rows)
-        if writer:
-            for k in ("loss", "ce", "kl", "kl_term", "kl_weight", "lr"):
-                if k in rec:
-                    writer.add_scalar(f"train/{k}", rec[k], state.step)
-        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            metrics = {"step": state.step, "val": validate(cfg, state, tokens, val_rows)} if val_rows else {}
-            if cfg.kind == "vae":
-                metrics["latent"] = vae_report(cfg, state.model, tokens, val_rows or train_rows)
-            if writer and metrics:
-                for k, v in metrics["val"].items():
-                    writer.add_scalar(f"val/{k}", v, state.step)
-                if "latent" in metrics:
-                    writer.add_scalar("val/active_units", metrics["latent"]["active_units"], state.step)
-        if state.step % cfg.save_every == 0:
-            save_checkpoint(cfg, state, tokens, metrics)
-    if writer:
-        writer.close()
-    return save_checkpoint(cfg, state, tokens, metrics)
-
-
-def _log(msg: str) -> None:
-    print(f"[train-gpt] {msg}", file=sys.stderr, flush=True)
+    name = f"train-gpt {cfg.kind}{'/' + cfg.stage if cfg.kind == 'vae' else ''}"
+    return fit(GPTTask(cfg, tokens), cfg, name=name, device="cpu")
