@@ -121,8 +121,8 @@ def test_load_returns_the_sound_pipeline(trained, tmp_path):
     from auralm.recipes.sound.pipeline import SoundPipeline
 
     root, _ = trained
-    bundle = make_bundle(tmp_path / "bundle", root / "tok" / "checkpoint", None, root / "gpt" / "checkpoint",
-                         root / "vae" / "checkpoint")
+    bundle = make_bundle(tmp_path / "bundle", resolve_checkpoint(root / "tok"), None, resolve_checkpoint(root / "gpt"),
+                         resolve_checkpoint(root / "vae"))
     pipe = auralm.load(bundle)
     assert isinstance(pipe, SoundPipeline) and pipe.recipe == "sound" and pipe.labels == ["beep", "chirp", "click-train", "noise-burst"]
     wavs = pipe.generate_sound("beep", n=2, seed=3, sampling={"strategy": "greedy"})
