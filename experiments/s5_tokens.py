@@ -82,7 +82,7 @@ def main() -> int:
     res["seconds"]["corpus"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    tcfg = _merge({"seed": a.seed, **preset["tokenizer"]}, over.get("tokenizer", {}))
+    tcfg = _merge(_merge(preset["tokenizer"], {"optim": {"seed": a.seed}}), over.get("tokenizer", {}))
     tok_ckpt = train_tokenizer(TokenizerTrainConfig.from_dict({**tcfg, "manifest": str(manifest), "out": str(out / "tokenizer")}))
     res["tokenizer_valid"] = json.loads((tok_ckpt / "metrics.json").read_text())
     res["seconds"]["tokenizer"] = round(time.perf_counter() - t, 1)
@@ -90,8 +90,8 @@ def main() -> int:
     t = time.perf_counter()
     tokens = tokenize_manifest(tok_ckpt, manifest, out / "tokens")
     res["tokens_per_clip"] = round(float(tokens.lengths.float().mean()), 2)
-    gcfg = _merge({"seed": a.seed, "tensorboard": False, **preset["gpt"]}, over.get("gpt", {}))
-    gpt = train_gpt(TrainGPTConfig.from_dict({**gcfg, "kind": "class", "out": str(out / "gpt"), "resume": False}), tokens)
+    gcfg = _merge(_merge(preset["gpt"], {"optim": {"seed": a.seed}, "logger": "none"}), over.get("gpt", {}))
+    gpt = train_gpt(TrainGPTConfig.from_dict({**gcfg, "kind": "class", "out": str(out / "gpt"), "resume": "auto"}), tokens)
     res["gpt_val"] = json.loads((gpt / "meta.json").read_text())["metrics"]
     res["seconds"]["gpt"] = round(time.perf_counter() - t, 1)
 
@@ -114,15 +114,16 @@ def _judge_generations(a: argparse.Namespace, bundle: Path, res: dict) -> None:
     temperature asked for; record each accuracy in ``res["generation"]``."""
     from auralm.metrics.audio import judge_accuracy
     from auralm.recipes.sound.gpt import SamplingConfig
-    from auralm.recipes.sound.pipeline import generate_sounds
+    from auralm.recipes.sound.pipeline import SoundPipeline
 
-    labels = json.loads((bundle / "gpt" / "meta.json").read_text())["label_names"]
+    pipe = SoundPipeline.from_checkpoint(bundle)
+    labels = pipe.labels
     for g in a.guidance:
         for temp in a.temperatures:
             sc = SamplingConfig(temperature=temp, top_p=a.top_p, guidance_scale=g)
             gens, gl = [], []
             for lab in labels:
-                gens += generate_sounds(bundle, lab, a.n_generate, sc, a.seed)[0]
+                gens += pipe.generate_sound(lab, a.n_generate, a.seed, sc)
                 gl += [lab] * a.n_generate
             key = f"T={temp},cfg={g},top_p={a.top_p},n={a.n_generate},seed={a.seed}"
             res["generation"][key] = judge_accuracy(gens, gl)["accuracy"]

@@ -6,8 +6,8 @@ the channels of a 1-D conv encoder over time (SpecVQGAN folds frequency into a 2
 31.25 tokens a second, about 20 for a spoken digit). ``encode`` returns ``(B, T)`` ints in
 ``[0, codebook_size)``; ``decode`` turns codes back into a log-mel and a vocoder into audio.
 
-A checkpoint folder (written by :mod:`auralm.recipes.sound.train_tokenizer`) holds ``config.yaml`` (its
-``mel`` and ``model`` sections), ``weights.safetensors``, ``state.pt`` (resume) and ``metrics.json``;
+A checkpoint folder (as the sound recipe's tokenizer trainer writes it) holds ``config.yaml`` (its
+``mel`` and ``model`` sections), ``weights.safetensors``, ``trainer_state.pt`` (resume) and ``metrics.json``;
 :func:`load_codec` reads it. A ``vocoder/`` subfolder, when present, is used for decoding;
 otherwise Griffin-Lim.
 """
