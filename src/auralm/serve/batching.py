@@ -2,8 +2,9 @@
 
 A :class:`Batcher` owns one worker thread (so one model runs one forward at a time). ``submit(key, payload,
 size)`` queues a job and returns a :class:`concurrent.futures.Future`. The worker takes the oldest job,
-waits until ``wait_s`` after that job arrived for others with the same ``key`` (the same decoding
-settings), then hands up to ``max_items`` items' worth of them, oldest first, to ``run(key, payloads)``,
+waits for others with the same ``key`` (the same decoding settings) until ``wait_s`` after that job
+arrived or after the previous batch ended, whichever is later (the clients just answered are sending
+their next requests then), then hands up to ``max_items`` items' worth of them, oldest first, to ``run(key, payloads)``,
 which returns one result per payload (an exception instance fails that job alone). Jobs with other keys keep their place for the next batch. A job
 cancelled before its batch starts (a request that timed out) is dropped; when a batch of several jobs
 fails, each job is retried alone so one bad request cannot fail the others.
@@ -36,6 +37,7 @@ class Batcher:
         self._pending: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
         self._closed = False
+        self._last_done = 0.0
         self.stats = {"batches": 0, "jobs": 0, "items": 0, "largest": 0, "failed": 0}
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
@@ -69,7 +71,7 @@ class Batcher:
             if not self._pending:
                 return None
             first = self._pending[0]
-            deadline = first.arrived + self.wait_s
+            deadline = max(first.arrived, self._last_done) + self.wait_s
             while self._same(first.key) < self.max_items and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -94,6 +96,7 @@ class Batcher:
                 return
             if batch:
                 self._run(batch, retry_alone=True)
+                self._last_done = time.monotonic()
 
     def _run(self, batch: list[Job], retry_alone: bool) -> None:
         try:
