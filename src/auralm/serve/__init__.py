@@ -14,6 +14,7 @@
 * :mod:`auralm.serve.ui`: the Gradio Blocks, mounted at ``/ui``.
 * :mod:`auralm.serve.cli`: ``auralm serve`` and ``auralm ui``.
 
-Nothing in the library imports this package; it imports only the recipes' pipelines and the parts they
-expose. Importing it imports no torch, FastAPI or Gradio (each module imports them where it needs them).
+Nothing in the library imports this package; it imports the recipes' pipelines (through ``auralm.load``)
+and the parts they expose. Importing it imports nothing heavy: torch comes with the first model,
+FastAPI with :mod:`~auralm.serve.openai_api`, Gradio only with the UI.
 """

@@ -67,8 +67,16 @@ def run(argv: list[str], prog: str, description: str, ui: bool) -> int:
     where = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{port}"
     log(f"[serve] {', '.join(service.models)} at {where}/v1" + (f"  (UI: {where}/ui)" if cfg.ui else ""))
     # the listening line is printed by uvicorn ("Uvicorn running on ..."); tests wait for /health instead
-    uvicorn.run(app, host=cfg.host, port=port, log_level="warning", timeout_keep_alive=30,
-                timeout_graceful_shutdown=10)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port, log_level="warning", timeout_keep_alive=30,
+                                           timeout_graceful_shutdown=10))
+    stop = server.handle_exit
+
+    def handle_exit(sig: int, frame: object) -> None:  # SIGINT/SIGTERM: new requests get 503 while it drains
+        app.state.gate.closing = True
+        stop(sig, frame)
+
+    server.handle_exit = handle_exit
+    server.run()
     return 0
 
 

@@ -98,6 +98,7 @@ class Service:
              log: Callable[[str], None] = print) -> Service:
         """Load each checkpoint with :func:`auralm.load`; names from ``names`` or the folders."""
         import auralm
+        from auralm.recipes import recipe_of
 
         names = list(names or [])
         if len(names) > len(checkpoints):
@@ -108,11 +109,8 @@ class Service:
             if name in pipelines:
                 raise AuralmError(f"two models named {name!r} ({pipelines[name][0]} and {path}); name them with --name")
             t0 = time.monotonic()
-            kwargs = {"device": device} if device else {}
-            try:
-                pipe = auralm.load(path, **kwargs)
-            except TypeError:
-                pipe = auralm.load(path)
+            on_device = device and recipe_of(path) == "hear"  # sound pipelines run on the CPU
+            pipe = auralm.load(path, **({"device": device} if on_device else {}))
             log(f"[serve] loaded {name!r} ({pipe.recipe}) from {path} in {time.monotonic() - t0:.1f} s")
             pipelines[name] = (str(path), pipe)
         return cls(cfg, pipelines)
