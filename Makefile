@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.auralm-setup
 TORCH_CPU ?= torch==2.13.0
-DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min fortunes
+DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min fortunes chromium
 # Tests run on one thread (the second core is often busy) and never wait on a model hub.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements/models.txt
 	@touch $(STAMP)
 
 debian-tools:
-	@missing=""; for t in espeak-ng flite sox ffmpeg; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in espeak-ng flite sox ffmpeg chromium; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	test -e /usr/share/games/fortunes/science || missing="$$missing fortunes"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

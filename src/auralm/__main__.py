@@ -37,6 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sound interpolate": ("auralm.recipes.sound.cli:interpolate_cli", "S5: interpolate two sounds through the GPT-VAE latent"),
     "sound eval": ("auralm.recipes.sound.cli:eval_cli", "S5: judge generated sounds (Whisper accuracy, FAD-style distance)"),
     "sound demo": ("auralm.recipes.sound.cli:demo_cli", "S5: the whole sound chain on the embedded default"),
+    # serving, over auralm.load() pipelines
+    "serve": ("auralm.serve.cli:serve_cli", "serve checkpoints over an OpenAI-compatible HTTP API (docs/serving.md)"),
+    "ui": ("auralm.serve.cli:ui_cli", "serve checkpoints with a Gradio UI at /ui (and the same API)"),
 }
 
 

@@ -12,12 +12,18 @@ in a row is stopped and the repeats dropped (one copy kept): small LMs fall into
 two, ..." is no exact loop). For the cross family the projected audio is made visible to the hooked cross-attention
 blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
 ``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
+
+Streaming: ``generate(..., on_delta=callback)`` calls ``callback(row, text)`` with each row's new text
+while the LM decodes (through HF's streamer protocol, :class:`TextDeltas`), and once more at the end
+with whatever the returned answer adds, so the pieces of a row join to exactly the answer ``generate``
+returns. Text the loop guard could still drop (:func:`stable_length`) is held back until it is final.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 from auralm.core.config import Config, help_field
@@ -93,6 +99,62 @@ def loop_length(row: list[int], repeats: int, max_period: int) -> int:
     return 0
 
 
+def stable_length(row: list[int], repeats: int, max_period: int) -> int:
+    """How many leading tokens of a row still being generated are final: no later token can make the loop
+    guard (:func:`loop_length`) drop them. A token at ``i`` can only be dropped as part of a span that
+    repeats from ``i`` to the row's current end, so for each period ``p`` the tokens before the row's
+    ``p``-periodic tail (after its first copy) are safe."""
+    if repeats < 2:
+        return len(row)
+    safe = len(row)
+    for p in range(1, max_period + 1):
+        k = 0  # trailing positions j with row[j] == row[j - p]
+        while k < len(row) - p and row[len(row) - 1 - k] == row[len(row) - 1 - k - p]:
+            k += 1
+        safe = min(safe, len(row) - k)
+    return safe
+
+
+class TextDeltas:
+    """A transformers streamer (``put(token_ids)``, ``end()``) for a batch: calls ``on_delta(row, text)``
+    with the new *final* text of each row as tokens arrive. Held back: the row's last token (a tokenizer's
+    clean-up may still join it to the next), tokens the loop guard could drop (:func:`stable_length`),
+    trailing whitespace and a trailing partial UTF-8 character. :func:`generate` sends the rest."""
+
+    def __init__(self, tokenizer: Any, gen: GenerationConfig, end_id: int, on_delta: Callable[[int, str], None]):
+        self.tokenizer, self.gen, self.end_id, self.on_delta = tokenizer, gen, end_id, on_delta
+        self.rows: list[list[int]] = []
+        self.done: list[bool] = []
+        self.sent: list[str] = []
+
+    def put(self, value: Any) -> None:
+        if value.ndim == 2:  # the prompt (B, L); with inputs_embeds it has no tokens
+            self.rows = [[] for _ in range(value.shape[0])]
+            self.done = [False] * value.shape[0]
+            self.sent = [""] * value.shape[0]
+            return
+        for b, token in enumerate(value.tolist()):  # B new tokens, one per row
+            if b >= len(self.rows) or self.done[b]:
+                continue
+            if token == self.end_id:
+                self.done[b] = True
+                continue
+            self.rows[b].append(token)
+            row = self.rows[b]
+            safe = min(len(row) - 1, stable_length(row, self.gen.max_repeats, self.gen.max_loop_period))
+            text = self.tokenizer.decode(row[: max(0, safe)], skip_special_tokens=True).strip().rstrip("\ufffd").rstrip()
+            self.send(b, text)
+
+    def send(self, b: int, text: str) -> None:
+        """Send what ``text`` adds to what row ``b`` has sent (nothing unless it extends it)."""
+        if len(text) > len(self.sent[b]) and text.startswith(self.sent[b]):
+            self.on_delta(b, text[len(self.sent[b]) :])
+            self.sent[b] = text
+
+    def end(self) -> None:
+        pass
+
+
 def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None, copy: list[list[int]] | None) -> Any:
     """A transformers logits processor: the end token for rows caught in a loop or over budget, and
     ``copy_bias`` on each row's audio tokens."""
@@ -117,12 +179,18 @@ def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None, copy: 
     return Guard()
 
 
-def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None) -> list[str]:
-    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``)."""
+def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None,
+             on_delta: Callable[[int, str], None] | None = None) -> list[str]:
+    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``);
+    ``on_delta(row, text)``: stream each row's text as it is decoded (see the module docstring)."""
     import torch
 
     gen = gen or GenerationConfig()
     hf_cfg = hf_generation_config(gen, model.end_token_id, model.pad_token_id)
+    streamer = None
+    if on_delta is not None:
+        streamer = TextDeltas(model.tokenizer, gen, model.end_token_id, on_delta)
+    live = {"streamer": streamer} if streamer is not None and gen.strategy != "beam" else {}  # HF streams no beams
     with torch.no_grad():
         x = model.build_inputs(batch, answers=False, left_pad=True)
         with model.audio_context(x["audio"], x["audio_lengths"]):
@@ -131,14 +199,20 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
             copy = x["lm_audio_ids"] if gen.copy_bias and x.get("lm_audio_ids") is not None else None
             guard = [_guard(gen, model.end_token_id, budgets, copy)] if gen.max_repeats or budgets or copy else []
             out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
-                                    logits_processor=guard)  # B, new
+                                    logits_processor=guard, **live)  # B, new
     texts = []
     for row in out.tolist():
         if model.end_token_id in row:
             row = row[: row.index(model.end_token_id)]
         row = row[: len(row) - loop_length(row, gen.max_repeats, gen.max_loop_period)]
         texts.append(model.tokenizer.decode(row, skip_special_tokens=True).strip())
+    if streamer is not None:
+        if not streamer.sent:
+            streamer.sent = [""] * len(texts)
+        for b, text in enumerate(texts):
+            streamer.send(b, text)
     return texts
 
 
-__all__ = ["STRATEGIES", "GenerationConfig", "generate", "hf_generation_config", "loop_length"]
+__all__ = ["STRATEGIES", "GenerationConfig", "TextDeltas", "generate", "hf_generation_config", "loop_length",
+           "stable_length"]

@@ -9,6 +9,9 @@
   the chunks' encoder states are concatenated into one audio context when it fits ``context_tokens``
   audio tokens (else it falls back to chunks). Pieces are batched longest first (a batch of similar
   lengths is little padding) and the answers put back in input order.
+  ``prompt`` may be one string or one per item; ``on_text(item, text)`` streams each item's answer as it is
+  decoded (an item cut into chunks streams its chunks in time order, joined by spaces), so the pieces join
+  to exactly the returned answer. :func:`audio_spans` gives the spans an item is cut into.
 
 Importing this module imports no torch, accelerate, peft or tensorboard.
 """
@@ -16,7 +19,7 @@ Importing this module imports no torch, accelerate, peft or tensorboard.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,28 +74,46 @@ def max_seconds_of(model: Any) -> float:
     return limit / SAMPLE_RATE if limit else 30.0
 
 
+def audio_spans(model: Any, wav: np.ndarray, chunk_seconds: float | None = None) -> list[tuple[float, float]]:
+    """The ``(start, end)`` spans in seconds that :func:`transcribe` (``long_audio="chunks"``) cuts a 16 kHz
+    waveform into: one span when it fits the encoder (and ``chunk_seconds``), else cuts at silences."""
+    from auralm.data.chunk import chunk_by_silence
+
+    limit = min(chunk_seconds or math.inf, max_seconds_of(model))
+    if len(wav) <= limit * SAMPLE_RATE:
+        return [(0.0, len(wav) / SAMPLE_RATE)]
+    spans = chunk_by_silence(wav, SAMPLE_RATE, limit, min_seconds=min(1.0, limit / 4))
+    return [(a, b) for a, b in spans if round(b * SAMPLE_RATE) > round(a * SAMPLE_RATE)]
+
+
 def transcribe(
     model: Any,
     audio: Sequence[str | Path | np.ndarray],
-    prompt: str | None = None,
+    prompt: str | Sequence[str | None] | None = None,
     gen: Any = None,
     batch_size: int = 8,
     long_audio: str = "chunks",
     context_tokens: int = 1500,
     chunk_seconds: float | None = None,
     desc: str = "",
+    on_text: Callable[[int, str], None] | None = None,
 ) -> list[str]:
     """One answer per audio item (a path or a 16 kHz mono waveform); see the module docstring."""
     import torch
 
     from auralm.components.generation import GenerationConfig
+    from auralm.components.generation import generate as generate_text
     from auralm.core.progress import progress
-    from auralm.data.chunk import chunk_by_silence
 
     if long_audio not in LONG_AUDIO:
         raise ConfigError(f"long_audio must be one of {', '.join(LONG_AUDIO)}, got {long_audio!r}")
     gen = gen or GenerationConfig()
-    prompt = prompt or model.config.prompt
+    if prompt is None or isinstance(prompt, str):
+        prompts = [prompt or model.config.prompt] * len(audio)
+    else:
+        prompts = [p or model.config.prompt for p in prompt]
+        if len(prompts) != len(audio):
+            raise ConfigError(f"{len(audio)} audio items but {len(prompts)} prompts")
     limit = min(chunk_seconds or math.inf, max_seconds_of(model))
     # work: (item index, wav or states) in order; an item's pieces are joined at the end
     pieces: list[tuple[int, dict[str, Any]]] = []
@@ -101,9 +122,7 @@ def transcribe(
         if len(wav) <= limit * SAMPLE_RATE:
             pieces.append((i, {"wav": wav}))
             continue
-        spans = chunk_by_silence(wav, SAMPLE_RATE, limit, min_seconds=min(1.0, limit / 4))
-        chunks = [wav[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in spans]
-        chunks = [c for c in chunks if len(c)]
+        chunks = [wav[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in audio_spans(model, wav, limit)]
         if long_audio == "context":
             with torch.no_grad():
                 states, lengths = model.encode_audio(chunks)  # n_chunks, T, D
@@ -119,6 +138,7 @@ def transcribe(
 
     order = sorted(range(len(pieces)), key=lambda j: (-size(pieces[j][1]), j))
     answers: dict[int, str] = {}
+    stream = _Stream(pieces, answers, on_text) if on_text is not None else None
     starts = range(0, len(order), batch_size)
     for s in progress(starts, desc=desc or "transcribe", total=len(starts)):
         group = [(j, pieces[j][1]) for j in order[s : s + batch_size]]
@@ -126,7 +146,7 @@ def transcribe(
             part = [(j, p[kind]) for j, p in group if kind in p]
             if not part:
                 continue
-            batch: dict[str, Any] = {"prompts": [prompt] * len(part), "texts": None}
+            batch: dict[str, Any] = {"prompts": [prompts[pieces[j][0]] for j, _ in part], "texts": None}
             if kind == "wav":
                 batch["wavs"] = [w for _, w in part]
             else:
@@ -136,13 +156,57 @@ def transcribe(
                     states[b, : x.shape[0]] = x
                 batch["states"], batch["lengths"] = states, lengths
             with torch.no_grad():
-                outs = model.generate(batch, gen)
+                if stream is None:
+                    outs = model.generate(batch, gen)
+                else:
+                    rows = [j for j, _ in part]
+                    outs = generate_text(model, batch, gen, on_delta=lambda b, t, rows=rows: stream.live(rows[b], t))
             for (j, _), text in zip(part, outs):
                 answers[j] = text.strip()
+                if stream is not None:
+                    stream.finished(j)
     texts: list[list[str]] = [[] for _ in audio]
     for j, (i, _) in enumerate(pieces):  # pieces are in item order, an item's chunks in time order
         texts[i].append(answers[j])
     return [" ".join(t for t in parts if t) for parts in texts]
+
+
+class _Stream:
+    """Streams the answers of :func:`transcribe` per item, an item's pieces in time order: live text of the
+    piece the item is at, whole pieces once all before them are done, joined by single spaces."""
+
+    def __init__(self, pieces: list[tuple[int, Any]], answers: dict[int, str], on_text: Callable[[int, str], None]):
+        self.answers, self.on_text = answers, on_text
+        self.item_pieces: dict[int, list[int]] = {}
+        for j, (i, _) in enumerate(pieces):
+            self.item_pieces.setdefault(i, []).append(j)
+        self.at = dict.fromkeys(self.item_pieces, 0)  # item -> index of the piece it streams now
+        self.sent = {i: "" for i in self.item_pieces}  # item -> text of the current piece sent so far
+        self.any = dict.fromkeys(self.item_pieces, False)  # item -> has it sent any text yet
+        self.item_of = {j: i for j, (i, _) in enumerate(pieces)}
+
+    def _send(self, i: int, text: str) -> None:
+        if text:
+            if not self.sent[i] and self.any[i]:
+                text = " " + text  # a new non-empty piece after earlier text
+            self.on_text(i, text)
+            self.any[i] = True
+
+    def live(self, j: int, delta: str) -> None:
+        i = self.item_of[j]
+        if self.item_pieces[i][self.at[i]] == j and (self.sent[i] or delta.strip()):
+            self._send(i, delta if self.sent[i] else delta.lstrip())
+            self.sent[i] += delta if self.sent[i] else delta.lstrip()
+
+    def finished(self, j: int) -> None:
+        i = self.item_of[j]
+        order = self.item_pieces[i]
+        while self.at[i] < len(order) and order[self.at[i]] in self.answers:
+            final = self.answers[order[self.at[i]]]
+            if final.startswith(self.sent[i]):
+                self._send(i, final[len(self.sent[i]) :])
+            self.at[i] += 1
+            self.sent[i] = ""
 
 
 class HearPipeline:
