@@ -34,8 +34,23 @@ def test_tiny_demo_writes_checkpoint_metrics_report(tmp_path, capsys):
     # the checkpoint is a stage-2 checkpoint that `auralm hear generate` and `auralm hear eval` can load
     assert (out / "checkpoint" / "trainable.safetensors").is_file()
     assert json.loads((out / "checkpoint" / "frozen_parts.json").read_text())["encoder"]["name"] == "whisper-tiny.en"
-    assert (out / "report.md").read_text().startswith("# auralm demo report")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# auralm demo report")
+    # a run is defined by its steps: each stage records why it stopped, and the report says it
+    for name, st in metrics["stages"].items():
+        assert (st["stopped_by"], st["steps_done"]) == ("max_steps", st["steps_planned"]), (name, st)
+        assert f"- {name} (`{st['preset']}`): {st['steps_done']} of {st['steps_planned']} steps, stopped by max_steps" in report
     assert (out / "loss_curves.png").stat().st_size > 1000
     capsys.readouterr()
     wav = next((out / "corpus" / "wavs").glob("*.wav"))
     assert main(["hear", "generate", "--checkpoint", str(out / "checkpoint"), "--audio", str(wav)]) == 0
+
+
+def test_a_stage_cut_by_its_time_guard_is_said_loudly_in_the_report():
+    from auralm.recipes.hear.demo import _stage_line
+
+    st = {"preset": "hear-demo-stage2", "done_at_minute": 20.1, "stopped_by": "max_minutes", "steps_done": 146,
+          "steps_planned": 160}
+    line = _stage_line("stage2", st)
+    assert "146 of 160 steps, stopped by max_minutes" in line and "WARNING" in line
+    assert "WARNING" not in _stage_line("stage2", {**st, "stopped_by": "max_steps", "steps_done": 160})

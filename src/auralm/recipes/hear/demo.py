@@ -189,6 +189,15 @@ def _train_stage(train_cfg: Any, stage: int, init_from: str = "") -> Path:
     return train(train_cfg)
 
 
+def _stage_line(name: str, st: dict) -> str:
+    """One report line per stage; a stage cut by its time guard is said loudly."""
+    line = (f"- {name} (`{st['preset']}`): {st.get('steps_done')} of {st.get('steps_planned')} steps, stopped by "
+            f"{st.get('stopped_by')}, done at minute {st['done_at_minute']}")
+    if st.get("stopped_by") == "max_minutes":
+        line += " - **WARNING: cut short by its time guard; this is not the shipped recipe's result**"
+    return line
+
+
 def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
     """Losses against steps (left) and validation WER against training minutes (right)."""
     try:
@@ -252,8 +261,8 @@ def _report(out: Path, metrics: dict) -> None:
               f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
               f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']} "
               f"--copy-bias {gen.get('copy_bias', 0)}`."]
-    lines += ["", f"Training: stage 1 {metrics['stages']['stage1']}, stage 2 {metrics['stages'].get('stage2')}.",
-              "", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
+    lines += ["", "Training:"] + [_stage_line(name, st) for name, st in metrics["stages"].items()]
+    lines += ["", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
@@ -276,8 +285,13 @@ def run(cfg: DemoConfig) -> dict:
     stages, ckpt = {}, None
     for i, train_cfg in enumerate(train_cfgs, 1):
         ckpt = _train_stage(train_cfg, i, init_from=str(ckpt) if ckpt else "")
+        done = json.loads((ckpt / "metrics.json").read_text())  # the engine's stopped_by, steps_done, steps_planned
         stages[f"stage{i}"] = {"preset": cfg.stage1_preset if i == 1 else cfg.stage2_preset, "checkpoint": str(ckpt),
-                               "done_at_minute": round((time.perf_counter() - t0) / 60, 1)}
+                               "done_at_minute": round((time.perf_counter() - t0) / 60, 1),
+                               **{k: done.get(k) for k in ("stopped_by", "steps_done", "steps_planned")}}
+        if done.get("stopped_by") == "max_minutes":
+            _log(f"WARNING: stage {i} was cut by its time guard at step {done.get('steps_done')} of "
+                 f"{done.get('steps_planned')}: this run is not the shipped recipe (see report.md)")
     metrics["stages"] = stages
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
