@@ -103,6 +103,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     from auralm.__main__ import main
     from auralm.recipes.sound.data import make_sound_events
     from auralm.recipes.sound.demo import make_bundle
+    from auralm.training.checkpoint import resolve_checkpoint
     from test_collate import make_corpus
 
     root = tmp_path_factory.mktemp("serve-ckpt")
@@ -110,13 +111,13 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     assert main(["hear", "train", "--preset", "hear-tiny", "--out", str(root / "hear"), f"data.manifest={manifest}",
                  "optim.max_steps=2", "data.valid_split=", "logger=none"]) == 0
     events = make_sound_events(root / "events", n_per_class=4, valid_frac=0.25, test_frac=0.25)
-    tok = ["steps=10", "eval_every=10", "batch_size=4", "crop_frames=32", "model.hidden=32", "model.codebook_size=16",
+    tok = ["optim.max_steps=10", "eval_every=10", "optim.batch_size=4", "crop_frames=32", "model.hidden=32", "model.codebook_size=16",
            "model.code_dim=16", "model.res_blocks=1"]
-    gpt = ["gpt.n_layer=1", "gpt.n_embd=32", "gpt.n_head=2", "batch_size=4", "eval_every=10", "save_every=10"]
+    gpt = ["gpt.n_layer=1", "gpt.n_embd=32", "gpt.n_head=2", "optim.batch_size=4", "eval_every=10", "save_every=10"]
     assert main(["sound", "train-tokenizer", "--manifest", str(events), "--out", str(root / "tok"), *tok]) == 0
     assert main(["sound", "train-gpt", "--kind", "class", "--manifest", str(events), "--tokenizer",
-                 str(root / "tok" / "checkpoint"), "--out", str(root / "gpt"), "--steps", "10", *gpt]) == 0
-    bundle = make_bundle(root / "bundle", root / "tok" / "checkpoint", None, root / "gpt" / "checkpoint", None)
+                 str(root / "tok"), "--out", str(root / "gpt"), "--max-steps", "10", *gpt]) == 0
+    bundle = make_bundle(root / "bundle", resolve_checkpoint(root / "tok"), None, resolve_checkpoint(root / "gpt"), None)
     return {"hear": root / "hear", "sound": bundle}
 
 
