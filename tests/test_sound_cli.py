@@ -155,6 +155,9 @@ def test_tiny_sound_demo_writes_bundle_and_metrics(tmp_path):
     assert set(e["vocoder_on_real_mels"]) == {"neural", "griffin_lim"}
     assert e["frechet"]["generated_vs_real"]["n_a"] == 20
     assert set(m["gpt_vae"]) == {"stage1_ae", "vae_free_bits", "vae_no_free_bits"}
+    # each training run is defined by its steps and records why it stopped
+    assert set(m["stages"]) == {"tokenizer", "vocoder", "gpt", "vae_ae", "vae", "vae_no_free_bits"}
+    assert all(st["stopped_by"] == "max_steps" and st["steps_done"] == st["steps_planned"] for st in m["stages"].values())
     assert len(m["interpolation"]["pngs"]) == 3 and all((out / "interpolation" / f"step_{k:02d}.png").is_file() for k in range(3))
     bundle = yaml.safe_load((out / "checkpoint" / "config.yaml").read_text())
     assert bundle["kind"] == "bundle" and (out / "checkpoint" / "gpt" / "model.safetensors").is_file()

@@ -161,3 +161,13 @@ def load_trainable(model: Any, ckpt: str | Path, strict: bool = True) -> None:
         model.load_trainable_state_dict(state, strict=strict)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise AuralmError(f"checkpoint {ckpt}: trained weights do not fit this model ({exc})") from None
+
+
+def stop_record(ckpt: str | Path) -> dict[str, Any]:
+    """Why the run that wrote checkpoint ``ckpt`` stopped: ``stopped_by`` (max_steps, stop_after or
+    max_minutes), ``steps_done`` and ``steps_planned``, from its ``metrics.json`` (for a demo's report)."""
+    try:
+        metrics = json.loads((Path(ckpt) / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AuralmError(f"{ckpt}: cannot read metrics.json ({exc})") from None
+    return {k: metrics.get(k) for k in ("stopped_by", "steps_done", "steps_planned")}

@@ -35,6 +35,7 @@ import numpy as np
 from auralm.core.config import Config, help_field, save_config
 from auralm.core.errors import AuralmError
 from auralm.core.io import atomic_write_json, atomic_write_text
+from auralm.training.checkpoint import stop_record
 
 
 @dataclasses.dataclass
@@ -285,10 +286,9 @@ def run(cfg: DemoConfig) -> dict:
     stages, ckpt = {}, None
     for i, train_cfg in enumerate(train_cfgs, 1):
         ckpt = _train_stage(train_cfg, i, init_from=str(ckpt) if ckpt else "")
-        done = json.loads((ckpt / "metrics.json").read_text())  # the engine's stopped_by, steps_done, steps_planned
+        done = stop_record(ckpt)  # the engine's stopped_by, steps_done, steps_planned
         stages[f"stage{i}"] = {"preset": cfg.stage1_preset if i == 1 else cfg.stage2_preset, "checkpoint": str(ckpt),
-                               "done_at_minute": round((time.perf_counter() - t0) / 60, 1),
-                               **{k: done.get(k) for k in ("stopped_by", "steps_done", "steps_planned")}}
+                               "done_at_minute": round((time.perf_counter() - t0) / 60, 1), **done}
         if done.get("stopped_by") == "max_minutes":
             _log(f"WARNING: stage {i} was cut by its time guard at step {done.get('steps_done')} of "
                  f"{done.get('steps_planned')}: this run is not the shipped recipe (see report.md)")

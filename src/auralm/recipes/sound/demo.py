@@ -173,6 +173,7 @@ def run(cfg: SoundDemoConfig) -> dict:
     from auralm.recipes.sound.train_gpt import TrainGPTConfig, load_token_model, train_gpt, vae_report
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
     from auralm.recipes.sound.train_vocoder import VocoderTrainConfig, train_vocoder
+    from auralm.training.checkpoint import stop_record
     from auralm.training.config import merge_dicts
 
     out = Path(cfg.out)
@@ -232,6 +233,13 @@ def run(cfg: SoundDemoConfig) -> dict:
         metrics["gpt_vae"][name] = rep
         _log(f"   {name}: active units {rep['active_units']}/{rep['latent_dim']}, KL {rep['kl_total']:.3f} nats")
     lap("gpt_vae", t)
+    metrics["stages"] = {}
+    for name, ckpt in (("tokenizer", tok_ckpt), ("vocoder", voc_dir), ("gpt", gpt_ckpt), ("vae_ae", ae), ("vae", vae),
+                       ("vae_no_free_bits", nofb)):
+        metrics["stages"][name] = stop_record(ckpt)  # a run is its steps; a cut by a time guard is said loudly
+        if metrics["stages"][name]["stopped_by"] == "max_minutes":
+            _log(f"WARNING: {name} was cut by its time guard at step {metrics['stages'][name]['steps_done']} of "
+                 f"{metrics['stages'][name]['steps_planned']}: this run is not the shipped recipe")
 
     _log("6/7 writing the bundle checkpoint")
     use_neural, metrics["vocoder_choice"] = choose_vocoder(Path(voc_dir))
@@ -289,5 +297,6 @@ def summary(m: dict) -> dict:
         "frechet": {k: {"fd": v["fd"], "n": [v["n_a"], v["n_b"]]} for k, v in e["frechet"].items()},
         "gpt_vae": {k: {"active_units": f"{v['active_units']}/{v['latent_dim']}", "kl_total": v["kl_total"]}
                     for k, v in m["gpt_vae"].items()},
+        "stages": m.get("stages"),
         "seconds": m["seconds"],
     }
