@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from auralm.components.encoders.base import FrozenEncoder
 from auralm.core.constants import SAMPLE_RATE
 from auralm.core.errors import AudioError, ConfigError
 
@@ -84,7 +85,7 @@ def _zero_padding(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return states * _time_mask(lengths.to(states.device), states.shape[1])[:, :, None].to(states.dtype)
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(FrozenEncoder):
     """Base class. Attributes: ``name``, ``revision``, ``sample_rate``, ``dim``, ``frame_rate``,
     ``max_samples`` (longest accepted input, or None), ``trainable``."""
 
@@ -98,25 +99,6 @@ class AudioEncoder(nn.Module):
         self.frame_rate = float(frame_rate)
         self.max_samples = max_samples
         self.trainable = False
-
-    def set_trainable(self, trainable: bool) -> AudioEncoder:
-        """Freeze (no grads, eval mode) or unfreeze the encoder's parameters."""
-        self.trainable = bool(trainable)
-        for p in self.parameters():
-            p.requires_grad_(self.trainable)
-        return self.train(self.trainable)
-
-    def train(self, mode: bool = True) -> AudioEncoder:
-        """A frozen encoder ignores ``train()`` and stays in eval mode (no dropout)."""
-        return super().train(mode and self.trainable)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     def output_lengths(self, num_samples: torch.Tensor | Sequence[int]) -> torch.Tensor:
         """Frames of output for inputs of ``num_samples`` samples (long tensor)."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from auralm.components.encoders.base import FrozenEncoder
 from auralm.core.errors import ImageError
 
 ImageInput = Any  # PIL.Image.Image | str | Path | np.ndarray
@@ -144,7 +145,7 @@ class Preprocess:
         return torch.from_numpy((arrays - mean) / std).permute(0, 3, 1, 2).contiguous()  # B, 3, H, W
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(FrozenEncoder):
     """Base class. Attributes: ``name``, ``revision``, ``dim`` (D), ``image_size`` (input side in pixels),
     ``grid`` (rows, columns of tokens), ``num_tokens`` (N), ``preprocess``, ``trainable``."""
 
@@ -164,25 +165,6 @@ class ImageEncoder(nn.Module):
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1]
-
-    def set_trainable(self, trainable: bool) -> ImageEncoder:
-        """Freeze (no grads, eval mode) or unfreeze the encoder's parameters."""
-        self.trainable = bool(trainable)
-        for p in self.parameters():
-            p.requires_grad_(self.trainable)
-        return self.train(self.trainable)
-
-    def train(self, mode: bool = True) -> ImageEncoder:
-        """A frozen encoder ignores ``train()`` and stays in eval mode (batch norm and dropout fixed)."""
-        return super().train(mode and self.trainable)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     def pixels(self, images: Images) -> torch.Tensor:
         """Images -> the ``(B, 3, S, S)`` pixel batch this encoder takes (on CPU, float32)."""
