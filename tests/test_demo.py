@@ -34,6 +34,13 @@ def test_tiny_demo_writes_checkpoint_metrics_report(tmp_path, capsys):
     # the checkpoint is a stage-2 checkpoint that `auralm hear generate` and `auralm hear eval` can load
     assert (out / "checkpoint" / "trainable.safetensors").is_file()
     assert json.loads((out / "checkpoint" / "frozen_parts.json").read_text())["encoder"]["name"] == "whisper-tiny.en"
+    # the checkpoint ships the decoding settings the report scored, and auralm.load() uses them
+    import auralm
+
+    saved = json.loads((out / "checkpoint" / "generation_config.json").read_text())
+    assert saved == ev["generation"] and saved["copy_bias"] == 0.0 and saved["max_new_per_audio"] == 2.0
+    pipe = auralm.load(out / "checkpoint")
+    assert pipe.generation_saved and pipe.generation.to_dict() == saved
     report = (out / "report.md").read_text()
     assert report.startswith("# auralm demo report")
     # a run is defined by its steps: each stage records why it stopped, and the report says it

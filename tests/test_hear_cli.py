@@ -45,6 +45,37 @@ def test_generate_prints_only_the_text(trained, capsys):
                  "--num-beams", "2", "--max-new-tokens", "4"]) == 0
 
 
+def test_the_checkpoints_decoding_settings_are_the_default_and_flags_override_them(trained, tmp_path, capsys):
+    import shutil
+
+    import auralm
+    from auralm.components.generation import GenerationConfig
+    from auralm.recipes.hear.pipeline import load_checkpoint, save_generation_config, transcribe
+    from auralm.training.checkpoint import resolve_checkpoint
+
+    out, manifest = trained
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(resolve_checkpoint(out), ckpt)
+    clip = manifest.parent / "clip0.wav"
+    model = load_checkpoint(ckpt)
+    two, six = (transcribe(model, [clip], gen=GenerationConfig(max_new_tokens=n))[0] for n in (2, 6))
+    assert two != six  # the setting is visible in the output
+    save_generation_config(ckpt, GenerationConfig(max_new_tokens=2))
+    assert auralm.load(ckpt).transcribe(str(clip)) == two
+    capsys.readouterr()
+    assert main(["hear", "generate", "--checkpoint", str(ckpt), "--audio", str(clip)]) == 0
+    assert capsys.readouterr().out == two + "\n"
+    assert main(["hear", "generate", "--checkpoint", str(ckpt), "--audio", str(clip), "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out == six + "\n"
+    res = tmp_path / "e.json"
+    assert main(["hear", "eval", "--checkpoint", str(ckpt), "--manifest", str(manifest), "--split", "all",
+                 "--limit", "2", "--no-whisper", "--out", str(res)]) == 0
+    assert json.loads(res.read_text())["generation"]["max_new_tokens"] == 2
+    (ckpt / "generation_config.json").write_text("{not json")
+    with pytest.raises(Exception, match="not valid JSON"):
+        auralm.load(ckpt)
+
+
 def test_long_audio_is_chunked(trained, tmp_path):
     from auralm.components.generation import GenerationConfig
     from auralm.recipes.hear.pipeline import load_checkpoint, transcribe

@@ -76,12 +76,11 @@ def generate_cli(argv: list[str]) -> int:
 
     import torch
 
-    from auralm.components.generation import GenerationConfig
     from auralm.recipes.hear.pipeline import HearPipeline
 
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "temperature": args.temperature,
              "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
-    gen = GenerationConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    gen = {k: v for k, v in given.items() if v is not None}  # over the checkpoint's own decoding settings
     with contextlib.redirect_stdout(sys.stderr):  # library chatter never reaches stdout
         torch.manual_seed(args.seed)
         pipe = HearPipeline.from_checkpoint(args.checkpoint)
@@ -109,11 +108,13 @@ def eval_cli(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="clips per generate call")
     parser.add_argument("--no-whisper", action="store_true", help="skip the Whisper baseline")
     parser.add_argument("--max-new-tokens", type=int, help="longest hypothesis in tokens")
-    parser.add_argument("--max-new-per-audio", type=float, default=TRANSCRIPT_TOKENS_PER_AUDIO,
+    parser.add_argument("--max-new-per-audio", type=float,
                         help="cap each hypothesis at this many tokens per audio position the LM reads, plus 8 "
-                             f"(default {TRANSCRIPT_TOKENS_PER_AUDIO}; 0: no cap)")
-    parser.add_argument("--copy-bias", type=float, default=0.0,
-                        help="logit bonus on the tokens the LM reads as audio (feed=ctc_soft checkpoints; 0: off)")
+                             f"(default: the checkpoint's generation_config.json, else {TRANSCRIPT_TOKENS_PER_AUDIO}; "
+                             "0: no cap)")
+    parser.add_argument("--copy-bias", type=float,
+                        help="logit bonus on the tokens the LM reads as audio (feed=ctc_soft checkpoints; default: "
+                             "the checkpoint's generation_config.json, else 0: off)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit <= 0:
         raise ManifestError(f"--limit must be positive, got {args.limit}")
@@ -124,9 +125,12 @@ def eval_cli(argv: list[str]) -> int:
     from auralm.components.generation import GenerationConfig
     from auralm.recipes.hear.pipeline import HearPipeline
 
-    gen = GenerationConfig.from_dict({"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias,
-                                      **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})})
     pipe = HearPipeline.from_checkpoint(args.checkpoint)
+    # the checkpoint's own decoding settings (what its report scored), else greedy capped at 2 tokens per audio
+    # position; flags given override them
+    base = pipe.generation if pipe.generation_saved else GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)
+    given = {"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias, "max_new_tokens": args.max_new_tokens}
+    gen = GenerationConfig.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
     result = {"checkpoint": str(pipe.checkpoint_dir), "manifest": str(args.manifest),
               **evaluate(pipe, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,
                          args.batch_size)}

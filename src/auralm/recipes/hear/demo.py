@@ -260,8 +260,8 @@ def _report(out: Path, metrics: dict) -> None:
     gen = ev.get("generation", {})
     lines += ["", f"Decoding: {gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
               f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
-              f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']} "
-              f"--copy-bias {gen.get('copy_bias', 0)}`."]
+              f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']}"
+              "` (the checkpoint's generation_config.json holds these settings)."]
     lines += ["", "Training:"] + [_stage_line(name, st) for name, st in metrics["stages"].items()]
     lines += ["", "![loss curves](loss_curves.png)", "", f"Total time: {metrics['seconds']} s."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -271,7 +271,7 @@ def run(cfg: DemoConfig) -> dict:
     from auralm.components.generation import GenerationConfig
     from auralm.core.io import atomic_dir
     from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate
-    from auralm.recipes.hear.pipeline import HearPipeline
+    from auralm.recipes.hear.pipeline import HearPipeline, save_generation_config
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,14 +293,17 @@ def run(cfg: DemoConfig) -> dict:
             _log(f"WARNING: stage {i} was cut by its time guard at step {done.get('steps_done')} of "
                  f"{done.get('steps_planned')}: this run is not the shipped recipe (see report.md)")
     metrics["stages"] = stages
+    # the checkpoint ships the decoding settings the report scores it with: auralm.load(), `auralm hear
+    # generate|eval` and the server use them by default
+    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
+        save_generation_config(tmp, gen)
 
     _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
     pipe = HearPipeline.from_checkpoint(out / "checkpoint")
     limit = cfg.max_eval_clips or None
-    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
-    metrics["eval"] = evaluate(pipe, manifest, split="test", limit=limit, gen=gen)
+    metrics["eval"] = evaluate(pipe, manifest, split="test", limit=limit, gen=pipe.generation)
     model = pipe.model
     if model.config.ctc_weight > 0:
         from auralm.data.audio import load_audio

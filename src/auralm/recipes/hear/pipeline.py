@@ -29,6 +29,33 @@ from auralm.core.constants import SAMPLE_RATE
 from auralm.core.errors import AudioError, ConfigError
 
 LONG_AUDIO = ("chunks", "context")
+# the decoding settings a checkpoint ships with (as transformers saves generation_config.json beside a model)
+GENERATION_FILE = "generation_config.json"
+
+
+def save_generation_config(folder: str | Path, gen: Any) -> Path:
+    """Write ``gen`` (a GenerationConfig) as the decoding defaults of the checkpoint in ``folder`` (atomically)."""
+    from auralm.core.io import atomic_write_json
+
+    path = Path(folder) / GENERATION_FILE
+    atomic_write_json(path, gen.to_dict())
+    return path
+
+
+def load_generation_config(folder: str | Path) -> Any:
+    """The checkpoint's decoding defaults (its ``generation_config.json``), or None when it has none."""
+    import json
+
+    from auralm.components.generation import GenerationConfig
+
+    path = Path(folder) / GENERATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    return GenerationConfig.from_dict(data)
 
 
 def load_checkpoint(path: str | Path, device: str | None = None) -> Any:
@@ -213,8 +240,10 @@ class HearPipeline:
     """A trained S1 model ready to answer: ``auralm.load(folder).transcribe("clip.wav")``.
 
     ``transcribe`` takes one audio item (a path or a 16 kHz mono waveform) and returns one string, or a
-    list of items and returns a list. ``generation`` (a :class:`~auralm.components.generation.GenerationConfig`
-    or a dict of its fields) overrides the pipeline's decoding settings for one call.
+    list of items and returns a list. The decoding settings are the checkpoint's own
+    (``generation_config.json``, written by ``auralm demo`` with the settings its report scored; greedy
+    defaults when absent); ``generation`` (a :class:`~auralm.components.generation.GenerationConfig`, which
+    replaces them, or a dict of some of its fields, which overrides those) changes them for one call.
     """
 
     recipe = "hear"
@@ -224,8 +253,10 @@ class HearPipeline:
         from auralm.components.generation import GenerationConfig
 
         self.model = model
-        self.generation = generation or GenerationConfig()
         self.checkpoint_dir = getattr(model, "checkpoint_dir", None)
+        saved = load_generation_config(self.checkpoint_dir) if self.checkpoint_dir else None
+        self.generation_saved = saved is not None  # the checkpoint ships its own decoding settings
+        self.generation = generation or saved or GenerationConfig()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> HearPipeline:
@@ -250,4 +281,5 @@ class HearPipeline:
         return texts[0] if single else texts
 
 
-__all__ = ["HearPipeline", "load_checkpoint", "max_seconds_of", "transcribe"]
+__all__ = ["GENERATION_FILE", "HearPipeline", "load_checkpoint", "load_generation_config", "max_seconds_of",
+           "save_generation_config", "transcribe"]
