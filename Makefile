@@ -43,7 +43,7 @@ debian-tools:
 demo: setup
 	$(VENV)/bin/auralm demo
 
-# the whole suite, slow tests included (about 2 minutes here)
+# the whole suite, slow tests included (about 4 minutes here)
 test: setup
 	$(TEST_ENV) $(PY) -m pytest -q
 
