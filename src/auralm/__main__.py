@@ -29,6 +29,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hear generate": ("auralm.recipes.hear.cli:generate_cli", "S1: transcribe / answer about audio files"),
     "hear eval": ("auralm.recipes.hear.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
     "hear demo": ("auralm.recipes.hear.cli:demo_cli", "S1: the whole chain on the embedded default (= auralm demo)"),
+    # S3 chat
+    "chat synth": ("auralm.recipes.chat.cli:synth_cli", "S3: build the chat dataset (scenes, spoken questions, sounds)"),
+    "chat train": ("auralm.recipes.chat.cli:train_cli", "S3: train the chat model (--preset NAME; stage 1 or 2)"),
+    "chat eval": ("auralm.recipes.chat.cli:eval_cli", "S3: accuracy per question type on held-out scenes, with controls"),
+    "chat generate": ("auralm.recipes.chat.cli:generate_cli", "S3: answer about images and audio (--image, --audio, --prompt)"),
+    "chat export": ("auralm.recipes.chat.cli:export_cli", "S3: merge LoRA into the LM; write a plain HF folder + projectors"),
+    "chat demo": ("auralm.recipes.chat.cli:demo_cli", "S3: the whole chat chain on the embedded default"),
     # S5 sound
     "sound train-tokenizer": ("auralm.recipes.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
     "sound train-vocoder": ("auralm.recipes.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),

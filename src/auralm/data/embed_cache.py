@@ -156,6 +156,13 @@ class EmbeddingCache:
     def key(self, audio_hash: str, start: float | None = None, end: float | None = None) -> str:
         return cache_key(self.encoder_name, self.revision, audio_hash, start, end)
 
+    def file_key(self, path: str | Path) -> str:
+        """The key of a whole image or audio file (hashed once per path)."""
+        path = Path(path).resolve()
+        if path not in self._hashes:
+            self._hashes[path] = file_hash(path)
+        return self.key(self._hashes[path])
+
     def row_key(self, row: Row) -> str:
         path = row.audio_path().resolve()
         if path not in self._hashes:
@@ -281,6 +288,61 @@ def embed_manifest(
             if on_batch is not None:
                 on_batch(b)
         barrier()  # every process has written its shards before process 0 releases the lock
+    return report
+
+
+def embed_images(
+    paths: Sequence[str | Path],
+    encoder: Any,
+    out_dir: str | Path,
+    batch_size: int = 16,
+    shard_size: int = 512,
+    dtype: str = "float32",
+) -> EmbedReport:
+    """Encode every image file of ``paths`` not yet in ``out_dir`` with ``encoder`` (an ImageEncoder).
+
+    The same cache as audio: shards, index, identity check and lock; an image's key is
+    ``cache_key(encoder, revision, file_hash(image), None, None)`` (:meth:`EmbeddingCache.file_key`), its
+    states ``(N, D)``. Every file is hashed before any work (a missing one raises naming it); a killed run
+    loses at most the shard in progress.
+    """
+    import torch
+
+    root = Path(out_dir)
+    identity = {"encoder": encoder.name, "revision": encoder.revision, "pad_to_30s": False, "dtype": dtype}
+    _check_identity(root, identity)
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise AuralmError(f"{len(missing)} image file(s) do not exist, nothing was encoded: {', '.join(missing[:5])}")
+    keyed = {cache_key(encoder.name, encoder.revision, file_hash(Path(p).resolve()), None, None): Path(p) for p in paths}
+    report = EmbedReport(out_dir=str(root), rows=len(paths), unique=len(keyed))
+    meta = {"format": FORMAT, **identity, "dim": encoder.dim, "tokens": encoder.num_tokens, "kind": "image"}
+    with _Lock(root):
+        if _read_meta(root) is None:
+            atomic_write_json(root / "cache.json", meta)
+        cache = EmbeddingCache(root, encoder.name, encoder.revision)
+        todo = sorted(k for k in keyed if k not in cache)
+        report.skipped = report.unique - len(todo)
+        index = cache.shards()
+        number = max((int(name.split(".")[0]) for name in index), default=-1) + 1
+        pending: dict[str, Any] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        storage = getattr(torch, dtype)
+        start_time = time.perf_counter()
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        for b, batch in enumerate(progress(batches, desc=f"embed {encoder.name}", total=len(batches), unit="batch")):
+            with torch.no_grad():
+                states, _ = encoder([keyed[k] for k in batch])
+            for k, state in zip(batch, states):
+                pending[k] = state.to("cpu", storage).clone().contiguous()
+                rows[k] = {"image": str(keyed[k]), "frames": int(state.shape[0])}
+            report.encoded += len(batch)
+            if len(pending) >= shard_size or b == len(batches) - 1:
+                _write_shard(root, f"{number:05d}.safetensors", pending, rows, index)
+                number += 1
+                report.shards_written += 1
+                pending, rows = {}, {}
+            report.processing_seconds = time.perf_counter() - start_time
     return report
 
 

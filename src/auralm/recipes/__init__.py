@@ -18,6 +18,7 @@ from auralm.core.errors import ConfigError, ModelNotFoundError
 PIPELINES: dict[str, str] = {
     "hear": "auralm.recipes.hear.pipeline:HearPipeline",
     "sound": "auralm.recipes.sound.pipeline:SoundPipeline",
+    "chat": "auralm.recipes.chat.pipeline:ChatPipeline",
 }
 
 

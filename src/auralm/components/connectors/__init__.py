@@ -24,6 +24,7 @@ from auralm.components.connectors.prefix import (
     StackProjector,
     lengths_mask,
     splice_audio,
+    splice_media,
 )
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
@@ -39,6 +40,7 @@ __all__ = [
     "build_connector",
     "lengths_mask",
     "splice_audio",
+    "splice_media",
 ]
 
 

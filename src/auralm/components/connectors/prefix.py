@@ -75,6 +75,34 @@ class StackProjector(nn.Module):
         return out, out_lengths
 
 
+def splice_media(
+    embeds: torch.Tensor,
+    input_ids: torch.Tensor,
+    items: torch.Tensor,
+    item_lengths: torch.Tensor,
+    token_id: int,
+    what: str = "audio",
+) -> torch.Tensor:
+    """Overwrite the ``token_id`` placeholder positions of ``embeds`` with the valid frames of ``items``.
+
+    ``embeds (B, L, H)``, ``input_ids (B, L)``, ``items (M, T', H)``, ``item_lengths (M,)``: any number of
+    media items (clips, images) per row, in the order their placeholders appear, row by row (frames past
+    an item's length are padding and are never spliced). One vectorised ``masked_scatter``; when the
+    placeholder positions and the valid frames disagree in number a :class:`SpliceError` names both.
+    """
+    slots = input_ids == token_id  # B, L
+    valid = lengths_mask(item_lengths.to(items.device), items.shape[1])  # M, T'
+    n_slots, n_frames = int(slots.sum()), int(valid.sum())
+    if n_slots != n_frames:
+        raise SpliceError(
+            f"{n_slots} {what} placeholder positions but {n_frames} {what} frames "
+            f"(placeholders per example {slots.sum(1).tolist()}, frames per {what} item {valid.sum(1).tolist()}); "
+            f"each {what} item needs exactly one placeholder in its prompt"
+        )
+    frames = items[valid].to(embeds.dtype)  # N, H  (the valid frames, row-major = placeholder order)
+    return embeds.masked_scatter(slots[:, :, None].expand_as(embeds), frames)  # B, L, H
+
+
 def splice_audio(
     embeds: torch.Tensor,
     input_ids: torch.Tensor,
@@ -97,5 +125,4 @@ def splice_audio(
             f"(per example: placeholders {n_slots.tolist()}, frames {n_frames.tolist()}); "
             "each clip needs exactly one placeholder in its prompt"
         )
-    frames = audio[valid].to(embeds.dtype)  # N, H  (the valid frames, row-major = placeholder order)
-    return embeds.masked_scatter(slots[:, :, None].expand_as(embeds), frames)  # B, L, H
+    return splice_media(embeds, input_ids, audio, audio_lengths, audio_token_id)

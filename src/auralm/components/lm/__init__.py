@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from auralm.components.lm.lora import LoraConfig, inject_lora
+from auralm.components.lm.lora import LoraConfig, check_quantize, inject_lora, merge_lora, quantize_lm
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
@@ -44,13 +44,16 @@ __all__ = [
     "LoraConfig",
     "PlaceholderError",
     "add_audio_token",
+    "check_quantize",
     "build_example",
     "decoder_layers",
     "end_token_id",
     "inject_lora",
     "lm_revision",
     "load_lm",
+    "merge_lora",
     "pad_ids",
+    "quantize_lm",
     "text_ids",
 ]
 

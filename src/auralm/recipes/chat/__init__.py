@@ -1,0 +1,1 @@
+"""S3 chat: one LM that sees, hears and reads, in a multi-turn chat (docs/chat.md)."""

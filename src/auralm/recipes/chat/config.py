@@ -1,0 +1,70 @@
+"""``TrainConfig``: everything one ``auralm chat train`` run needs, saved as ``config.yaml`` beside every checkpoint.
+
+Stage 1 trains the two projectors with the LM frozen: the image projector on captions (the LM reads the
+picture and must say its caption), the audio projector on the CTC loss of spoken questions and number
+words (the LM does not run for those: cheap). Stage 2 starts from stage 1 (``init_from``), adds LoRA and
+trains on multi-turn conversations mixing typed and spoken questions, pictures and sound clips.
+The run settings (``optim.*``, ``out``, ``resume`` ...) are the training engine's (:mod:`auralm.training.config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from auralm.core.config import Config, apply_overrides, check_recipe, help_field, load_preset, recipe_field
+from auralm.core.errors import ConfigError
+from auralm.recipes.chat.model import ChatModelConfig
+from auralm.training.config import OptimConfig, RunConfig
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclasses.dataclass
+class ChatDataSource(Config):
+    """Where the examples come from: the folder of ``auralm chat synth`` (examples.jsonl, caches)."""
+
+    dataset: str = help_field("", "folder written by `auralm chat synth` (examples.jsonl, scenes/, speech/, cache/)")
+    train_split: str = help_field("train", "split trained on")
+    valid_split: str = help_field("valid", "split validated on")
+    ctc_batch: int = help_field(32, "stage 1: spoken clips per step for the audio projector's CTC loss (0: none)")
+
+    def validate(self) -> None:
+        if self.ctc_batch < 0:
+            raise ConfigError(f"data.ctc_batch must be >= 0, got {self.ctc_batch}")
+
+
+@dataclasses.dataclass
+class TrainConfig(RunConfig):
+    """Settings of ``auralm chat train``."""
+
+    recipe: str = recipe_field("chat")
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig, metadata={"help": "optimizer + run length"})
+    model: ChatModelConfig = dataclasses.field(default_factory=ChatModelConfig, metadata={"help": "the chat model"})
+    data: ChatDataSource = dataclasses.field(default_factory=ChatDataSource, metadata={"help": "the examples"})
+    stage: int = help_field(1, "1: projectors on captions + CTC (LM frozen); 2: projectors + LoRA on conversations")
+    init_from: str = help_field("", "checkpoint whose trained weights start this run (stage 2: stage 1's)")
+    precision: str = help_field("auto", "auto (bf16 where the hardware runs it fast, else fp32), bf16, fp32")
+    eval_rows: int = help_field(64, "validation conversations for the validation loss")
+    eval_answers: int = help_field(64, "validation questions answered greedily for the validation accuracy (0: none)")
+
+    RESUMABLE = RunConfig.RESUMABLE | {"eval_rows", "eval_answers"}
+
+    def validate(self) -> None:
+        check_recipe(self, "chat")
+        super().validate()
+        if self.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 (projectors) or 2 (projectors + LoRA), got {self.stage}")
+        r = self.model.lora.r
+        if self.stage == 1 and r:
+            raise ConfigError(f"stage 1 trains the projectors only, but model.lora.r={r}; set stage=2 or model.lora.r=0")
+        if self.stage == 2 and not r:
+            raise ConfigError("stage 2 adds LoRA to the LM: set model.lora.r to a positive rank (e.g. 8)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.eval_rows < 0 or self.eval_answers < 0:
+            raise ConfigError("eval_rows and eval_answers must be >= 0")
+
+
+def config_from_preset(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """A preset name (``presets/NAME.yaml`` of this recipe) or YAML path, with ``key=value`` overrides."""
+    return apply_overrides(TrainConfig.from_dict(load_preset(preset)), list(overrides))

@@ -1,0 +1,124 @@
+"""``auralm chat eval``: exact-match accuracy per question type on held-out scenes, beside its controls.
+
+For the ``qa`` examples of a split (one question each, ``per_type`` of each type, in a fixed order):
+
+* ``typed``: the real picture, the question typed;
+* ``spoken``: the real picture, the question spoken by a held-out voice (never heard in training);
+* ``other_image``: another scene's picture (the next scene of the split), typed: near chance if the
+  picture is what answers;
+* ``no_image``: no picture at all, typed;
+* ``alt_renderer``: the same scene drawn by another program (:func:`auralm.data.scenes.render_scene_alt`);
+* ``sound`` / ``cross`` types (the number-word clip): with the right clip, and with another example's clip
+  (``shuffled_sound``);
+* ``heldout_combinations``: questions whose answer involves a colour-shape combination never seen in
+  training, typed, real picture;
+* ``chance``: per type, the rate of the most common answer among the questions asked.
+
+The report holds, per condition, ``{type: accuracy}`` plus ``overall``, the counts, and a few examples.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from auralm.recipes.chat.data import QA_TYPES, Features, media_paths, qa_record, read_examples, to_batch
+
+SCENE_TYPES = ("colour", "shape", "count", "exists", "position")
+
+
+def normalise(reply: str) -> str:
+    """A reply as one lower-case word without trailing punctuation ("Red." -> "red")."""
+    words = reply.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
+    return words[0] if words else ""
+
+
+def pick(examples: list[dict[str, Any]], split: str, per_type: int) -> list[dict[str, Any]]:
+    """Up to ``per_type`` qa examples of each type (every type present), in dataset order."""
+    out, seen = [], collections.Counter()
+    for e in examples:
+        if e["kind"] == "qa" and e["split"] == split and (per_type <= 0 or seen[e["type"]] < per_type):
+            out.append(e)
+            seen[e["type"]] += 1
+    return out
+
+
+def _answer(model: Any, feats: Features, records: list[dict[str, Any]], batch_size: int) -> list[str]:
+    from auralm.components.generation import GenerationConfig
+
+    gen = GenerationConfig(strategy="greedy", max_new_tokens=6)
+    replies: list[str] = []
+    for i in range(0, len(records), batch_size):
+        replies += model.generate(to_batch(records[i : i + batch_size], feats), gen)
+    return replies
+
+
+def _score(items: list[dict[str, Any]], replies: list[str]) -> dict[str, Any]:
+    by_type: dict[str, list[bool]] = collections.defaultdict(list)
+    for e, r in zip(items, replies):
+        by_type[e["type"]].append(normalise(r) == e["answer"])
+    acc = {t: sum(v) / len(v) for t, v in by_type.items()}
+    hits = [x for v in by_type.values() for x in v]
+    acc["overall"] = sum(hits) / len(hits) if hits else float("nan")
+    return acc
+
+
+def chance(items: list[dict[str, Any]]) -> dict[str, float]:
+    """Per type, the rate of the most common answer (what always giving that answer scores)."""
+    by_type: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for e in items:
+        by_type[e["type"]][e["answer"]] += 1
+    return {t: max(c.values()) / sum(c.values()) for t, c in by_type.items()}
+
+
+def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int = 40, batch_size: int = 16,
+             conditions: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The accuracy report of a chat pipeline (or model) on a dataset's held-out ``split`` (see the module doc)."""
+    import torch
+
+    model = getattr(pipe, "model", pipe)
+    model.eval()
+    examples = read_examples(dataset)
+    items = pick(examples, split, per_type)
+    if not items:
+        raise ValueError(f"{dataset}: no qa examples in split {split!r}")
+    scene_items = [e for e in items if e["type"] in SCENE_TYPES]
+    sound_items = [e for e in items if e["type"] in ("sound", "cross")]
+    held = [e for e in examples if e["kind"] == "qa" and e["split"] == split and e.get("heldout")][: max(per_type, 1) * 2]
+    feats = Features(dataset, model)
+    images, clips = media_paths(items + held)
+    feats.ensure(images, clips)
+    scenes = list(dict.fromkeys(e["scene"] for e in items))
+    image_of = {e["scene"]: e["image"] for e in items}
+    other = {s: image_of[scenes[(i + 1) % len(scenes)]] for i, s in enumerate(scenes)}
+    n_sound = len(sound_items)
+    wanted = conditions or ("typed", "spoken", "other_image", "no_image", "alt_renderer", "shuffled_sound",
+                            "heldout_combinations")  # fmt: skip
+    runs: dict[str, tuple[list[dict], list[dict]]] = {}
+    runs["typed"] = (items, [qa_record(e) for e in items])
+    if "spoken" in wanted:
+        runs["spoken"] = (items, [qa_record(e, spoken=True) for e in items])
+    if "other_image" in wanted:
+        runs["other_image"] = (items, [qa_record({**e, "image": other[e["scene"]]}) for e in items])
+    if "no_image" in wanted:
+        runs["no_image"] = (items, [qa_record(e, image=None) for e in items])
+    if "alt_renderer" in wanted and scene_items:
+        runs["alt_renderer"] = (scene_items, [qa_record(e, image="image_alt") for e in scene_items])
+    if "shuffled_sound" in wanted and n_sound > 1:
+        shifted = [sound_items[(i + n_sound // 2) % n_sound]["sound"] for i in range(n_sound)]
+        runs["shuffled_sound"] = (sound_items, [qa_record(e, sound=s) for e, s in zip(sound_items, shifted)])
+    if "heldout_combinations" in wanted and held:
+        runs["heldout_combinations"] = (held, [qa_record(e) for e in held])
+    report: dict[str, Any] = {"split": split, "dataset": str(dataset), "counts": dict(collections.Counter(e["type"] for e in items)),
+                              "chance": chance(items), "accuracy": {}, "examples": []}  # fmt: skip
+    with torch.no_grad():
+        for name, (its, records) in runs.items():
+            replies = _answer(model, feats, records, batch_size)
+            report["accuracy"][name] = _score(its, replies)
+            if name == "typed":
+                report["examples"] = [{"scene": e["scene"], "image": e["image"], "type": e["type"], "question": e["question"],
+                                       "answer": e["answer"], "reply": r} for e, r in zip(its, replies)][:: max(1, len(its) // 24)]  # fmt: skip
+    report["counts"]["heldout_combinations"] = len(held)
+    report["types"] = [t for t in QA_TYPES if t in report["counts"]]
+    return report

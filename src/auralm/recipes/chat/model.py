@@ -1,0 +1,357 @@
+"""The S3 chat model: images, audio clips and text in one multi-turn conversation, read top to bottom.
+
+::
+
+    image ──image encoder (frozen)──► states (N, Di)  (EfficientNet-Lite0: 7 x 7 = 49 tokens)
+          ──ImageProjector (pool p x p, LayerNorm, MLP)──► (N / p^2, H)
+    clip  ──audio encoder (frozen)──► states (T, Da) + length
+          ──StackProjector (stack S)──► (T / S, H)
+          feed=ctc_soft: CTC-compressed frames, each its top token's input embedding (S1's hard-token path)
+          feed=raw: the projector's frames as they are (the continuous path)
+    conversation ──chat template (components.lm.chat)──► ids with one placeholder id per media position
+          ──LM embeddings, media spliced in order (splice_media)──► LM (frozen, + LoRA in stage 2)
+          ──► loss on the assistant replies only (+ ctc_weight * CTC of each clip against its transcript)
+
+A batch is ``{"messages": [conversation, ...], "media": [[item, ...], ...]}``: per conversation, one item
+per placeholder in order of appearance; an image item is ``{"kind": "image", "states": (N, Di)}`` (cached)
+or ``{"kind": "image", "image": path | PIL}``, an audio item ``{"kind": "audio", "states": (T, Da)}`` or
+``{"kind": "audio", "wav": float32 array}``, optionally with ``"text"`` (its transcript, for the CTC loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from auralm.components.connectors import StackProjector, splice_media
+from auralm.components.ctc import CTCHead
+from auralm.components.encoders import build_audio_encoder, build_image_encoder, weights_revision
+from auralm.components.lm import (
+    LoraConfig,
+    PlaceholderError,
+    check_quantize,
+    end_token_id,
+    inject_lora,
+    load_lm,
+    pad_ids,
+    quantize_lm,
+    text_ids,
+)
+from auralm.components.lm.chat import add_media_tokens, build_conversation, check_messages, media_order
+from auralm.core.config import Config, help_field
+from auralm.core.errors import AudioError, AuralmError, ConfigError
+
+TRAINABLE_PREFIXES = ("image_proj.", "audio_proj.", "ctc.")
+FEEDS = ("ctc_soft", "raw")
+
+
+class CheckpointMismatchError(AuralmError):
+    """Trained weights that do not fit this model."""
+
+
+@dataclasses.dataclass
+class ChatModelConfig(Config):
+    """The S3 model: encoders, LM, projectors and how the LM reads audio."""
+
+    image_encoder: str = help_field("efficientnet-lite0", "image encoder (auralm.components.encoders), e.g. "
+                                                          "efficientnet-lite0, openai/clip-vit-base-patch32")  # fmt: skip
+    image_size: int = help_field(224, "side the image encoder reads, in pixels (EfficientNet: ceil(side / 32)^2 tokens)")
+    audio_encoder: str = help_field("whisper-tiny.en", "audio encoder name, e.g. whisper-tiny.en, conv-tiny")
+    lm: str = help_field("smollm2-135m-instruct", "causal LM: hub name, or tiny-gpt2 / tiny-llama (random, for tests)")
+    image_pool: int = help_field(1, "merge p x p neighbouring image tokens into one LM position (1: every token)")
+    image_hidden: int = help_field(0, "hidden width of the image projector's MLP (0: the LM width)")
+    audio_stack: int = help_field(4, "audio frames stacked into one LM position")
+    feed: str = help_field("ctc_soft", "how the LM reads audio: ctc_soft (CTC-compressed frames as token embeddings, "
+                                       "S1's hard-token path) or raw (the projector's frames, continuous)")  # fmt: skip
+    ctc_weight: float = help_field(1.0, "weight of the CTC loss of each clip against its transcript (0: off; "
+                                        "feed=ctc_soft needs it)")  # fmt: skip
+    ctc_negatives: int = help_field(0, "training only: sampled CTC softmax (0: every class)")
+    system: str | None = help_field("", "system message (null: the chat template's default; '' an empty one)")
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig, metadata={"help": "LoRA (stage 2)"})
+
+    def validate(self) -> None:
+        if self.image_size < 32:
+            raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if self.image_pool < 1 or self.audio_stack < 1:
+            raise ConfigError(f"image_pool and audio_stack must be >= 1, got {self.image_pool}, {self.audio_stack}")
+        if self.feed not in FEEDS:
+            raise ConfigError(f"feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
+        if self.feed == "ctc_soft" and self.ctc_weight <= 0:
+            raise ConfigError("feed=ctc_soft reads the CTC head's output: set ctc_weight > 0")
+        if self.ctc_weight < 0 or self.ctc_negatives < 0:
+            raise ConfigError(f"ctc_weight and ctc_negatives must be >= 0, got {self.ctc_weight}, {self.ctc_negatives}")
+
+
+def image_encoder_from(cfg: ChatModelConfig) -> Any:
+    """The frozen image encoder a config names; ``efficientnet-tiny`` is a small random one for tests."""
+    from auralm.components.encoders import EfficientNetLiteConfig
+
+    if cfg.image_encoder == "efficientnet-tiny":
+        return build_image_encoder(EfficientNetLiteConfig(image_size=cfg.image_size, width=0.25, depth=0.25))
+    if cfg.image_encoder.startswith("efficientnet"):
+        return build_image_encoder(cfg.image_encoder, image_size=cfg.image_size)
+    return build_image_encoder(cfg.image_encoder)
+
+
+class ImageProjector(nn.Module):
+    """``(M, N, D)`` image tokens on a ``rows x cols`` grid -> ``(M, N', H)``: p x p neighbours concatenated
+    (the grid padded to a multiple of p), LayerNorm, 2-layer MLP (GELU), as LLaVA-1.5's projector."""
+
+    def __init__(self, dim: int, lm_dim: int, grid: tuple[int, int], pool: int = 1, hidden: int = 0):
+        super().__init__()
+        self.dim, self.grid, self.pool = int(dim), (int(grid[0]), int(grid[1])), int(pool)
+        width = hidden or lm_dim
+        self.norm = nn.LayerNorm(dim * pool * pool)
+        self.net = nn.Sequential(nn.Linear(dim * pool * pool, width), nn.GELU(), nn.Linear(width, lm_dim))
+
+    @property
+    def num_tokens(self) -> int:
+        p = self.pool
+        return -(-self.grid[0] // p) * -(-self.grid[1] // p)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        M, N, D = states.shape
+        rows, cols = self.grid
+        if N != rows * cols or D != self.dim:
+            raise ConfigError(f"image states are {N} x {D}, but the projector was built for {rows * cols} x {self.dim}")
+        p = self.pool
+        x = states.to(self.norm.weight.dtype).reshape(M, rows, cols, D)  # M, R, C, D
+        if p > 1:
+            x = F.pad(x, (0, 0, 0, (-cols) % p, 0, (-rows) % p))  # M, R', C', D
+            R, C = x.shape[1] // p, x.shape[2] // p
+            x = x.reshape(M, R, p, C, p, D).permute(0, 1, 3, 2, 4, 5).reshape(M, R, C, p * p * D)  # M, R/p, C/p, p*p*D
+        x = x.reshape(M, -1, x.shape[-1])  # M, N', p*p*D
+        return self.net(self.norm(x))  # M, N', H
+
+
+class ChatLM(nn.Module):
+    """Image encoder + audio encoder (frozen) + two projectors (trained) + causal LM (frozen; LoRA optional)."""
+
+    def __init__(self, cfg: ChatModelConfig, image_encoder: Any = None, audio_encoder: Any = None,
+                 lm: nn.Module | None = None, tokenizer: Any = None):  # fmt: skip
+        super().__init__()
+        self.config = cfg
+        self.image_encoder = image_encoder if image_encoder is not None else image_encoder_from(cfg)
+        self.audio_encoder = audio_encoder if audio_encoder is not None else build_audio_encoder(cfg.audio_encoder)
+        if lm is None:
+            lm, tokenizer = load_lm(cfg.lm)
+        elif tokenizer is None:
+            raise ConfigError("ChatLM: an lm given without its tokenizer")
+        self.lm_revision = getattr(lm, "auralm_revision", None) or weights_revision(lm)
+        self.lm, self.tokenizer = lm.eval(), tokenizer
+        self.lm.requires_grad_(False)
+        self.media_ids = add_media_tokens(tokenizer)
+        self.end_token_id = end_token_id(tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_token_id
+        self.vocab_size, self.lm_dim = lm.get_input_embeddings().weight.shape  # V, H
+        enc = self.image_encoder
+        self.image_proj = ImageProjector(enc.dim, self.lm_dim, enc.grid, cfg.image_pool, cfg.image_hidden)
+        self.audio_proj = StackProjector(self.audio_encoder.dim, self.lm_dim, cfg.audio_stack, "mlp")
+        self.ctc = CTCHead(lm.get_input_embeddings(), None, cfg.ctc_negatives) if cfg.ctc_weight > 0 else None
+        self.has_lora = False
+        if cfg.lora.r > 0:
+            self.add_lora(cfg.lora)
+
+    # -- parts ------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> ChatLM:
+        super().train(mode)
+        self.lm.train(mode and self.has_lora)
+        self.image_encoder.train(False)
+        self.audio_encoder.train(False)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.image_proj.parameters()).device
+
+    def frozen_parts(self) -> dict[str, dict[str, str]]:
+        """What the trained weights depend on: the encoders' and the LM's names and revisions."""
+        return {
+            "image_encoder": {"name": self.image_encoder.name, "revision": self.image_encoder.revision},
+            "audio_encoder": {"name": self.audio_encoder.name, "revision": self.audio_encoder.revision},
+            "lm": {"name": getattr(self.lm, "auralm_name", self.config.lm), "revision": self.lm_revision},
+        }
+
+    def add_lora(self, lora: LoraConfig) -> None:
+        """Stage 2: peft LoRA adapters on the LM (QLoRA: its base in 4-bit NF4 first, CUDA only)."""
+        if self.has_lora:
+            raise ConfigError("the LM already has LoRA adapters")
+        if lora.quantize != "none":
+            check_quantize(lora.quantize)
+            quantize_lm(self.lm, lora.quantize)
+        inject_lora(self.lm, lora)
+        self.config = self.config.replace(lora=lora)
+        self.has_lora = True
+        self.train(self.training)
+
+    def set_ctc_vocab(self, texts: list[str]) -> None:
+        """The CTC classes: the tokens of the training transcripts (questions, number words)."""
+        if self.ctc is None:
+            raise ConfigError("this model has no CTC head (ctc_weight is 0)")
+        ids = sorted({i for t in texts for i in text_ids(self.tokenizer, t)})
+        if not ids:
+            raise ConfigError("no tokens in the audio transcripts for the CTC vocabulary")
+        self.ctc.set_vocab(ids)
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained weights only: projectors, CTC blank (+ its vocabulary), LoRA; detached copies."""
+        state = {k: v.detach().clone() for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+        if self.ctc is not None:
+            state["ctc.vocab"] = self.ctc.vocab.detach().clone()
+        return state
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
+        state = dict(state)
+        if self.ctc is not None and "ctc.vocab" in state:
+            self.ctc.set_vocab(state.pop("ctc.vocab"))
+        own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
+        for key, value in state.items():
+            if key in own and tuple(value.shape) != tuple(own[key].shape):
+                raise CheckpointMismatchError(f"trained weight {key} has shape {tuple(value.shape)} but this model needs "
+                                              f"{tuple(own[key].shape)} (another LM, encoder or projector shape)")  # fmt: skip
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:5]}, "
+                                          f"unexpected {unexpected[:5]}")  # fmt: skip
+        with torch.no_grad():
+            for key in set(own) & set(state):
+                own[key].copy_(state[key])
+
+    # -- media ------------------------------------------------------------------------------------
+    def _image_states(self, items: list[dict[str, Any]]) -> torch.Tensor:
+        """``(M, N, Di)``: cached states as they are, images through the frozen encoder."""
+        out: list[torch.Tensor | None] = [it.get("states") for it in items]
+        todo = [i for i, s in enumerate(out) if s is None]
+        if todo:
+            states, _ = self.image_encoder([items[i]["image"] for i in todo])
+            for i, s in zip(todo, states):
+                out[i] = s
+        return torch.stack([s.to(self.device, torch.float32) for s in out])  # type: ignore[union-attr]
+
+    def _audio_states(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, T, Da)`` padded + lengths ``(A,)``."""
+        out: list[torch.Tensor | None] = [it.get("states") for it in items]
+        todo = [i for i, s in enumerate(out) if s is None]
+        if todo:
+            wavs = [items[i]["wav"] for i in todo]
+            for i, w in zip(todo, wavs):
+                if w is None or len(w) == 0:
+                    raise AudioError(f"audio item {i} is empty (zero samples)")
+            states, lengths = self.audio_encoder(wavs)
+            for i, s, n in zip(todo, states, lengths.tolist()):
+                out[i] = s[:n]
+        lengths = torch.tensor([s.shape[0] for s in out], device=self.device)  # type: ignore[union-attr]
+        if (lengths <= 0).any():
+            raise AudioError(f"an audio clip has no frames (lengths {lengths.tolist()})")
+        T = int(lengths.max())
+        padded = torch.zeros(len(out), T, out[0].shape[-1], device=self.device)  # type: ignore[union-attr]
+        for i, s in enumerate(out):
+            padded[i, : s.shape[0]] = s.to(self.device, torch.float32)  # type: ignore[union-attr]
+        return padded, lengths
+
+    def project_audio(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Projected clips ``(A, T', H)`` + lengths, and what the LM reads (``lm``, ``lm_lengths``, ``ids``)."""
+        states, lengths = self._audio_states(items)
+        audio, audio_lengths = self.audio_proj(states, lengths)  # A, T', H ; A
+        fed_ids = None
+        if self.config.feed == "ctc_soft":
+            lm_audio, lm_lengths, fed_ids = self.ctc.compress(audio, audio_lengths, 1)  # A, G, H
+        else:
+            lm_audio, lm_lengths = audio, audio_lengths
+        return {"audio": audio, "lengths": audio_lengths, "lm": lm_audio, "lm_lengths": lm_lengths, "ids": fed_ids}
+
+    def build_inputs(self, batch: dict[str, Any], answers: bool = True, left_pad: bool = False) -> dict[str, Any]:
+        """Token embeddings with every image and clip in place, attention mask from lengths, labels.
+
+        ``answers=False``: each conversation ends with a user turn and gets the assistant header (decoding)."""
+        convs, media = batch["messages"], batch.get("media") or [[] for _ in batch["messages"]]
+        if len(media) != len(convs):
+            raise PlaceholderError(f"{len(convs)} conversations but media for {len(media)}")
+        images, clips = [], []
+        for b, (msgs, items) in enumerate(zip(convs, media)):
+            check_messages(msgs, {"image": sum(it["kind"] == "image" for it in items),
+                                  "audio": sum(it["kind"] == "audio" for it in items)}, where=f"conversation {b}")  # fmt: skip
+            order = media_order(msgs)
+            kinds = [it["kind"] for it in items]
+            if kinds != order:
+                raise PlaceholderError(f"conversation {b}: placeholders in the order {order} but media {kinds}")
+            images += [it for it in items if it["kind"] == "image"]
+            clips += [it for it in items if it["kind"] == "audio"]
+        img = self.image_proj(self._image_states(images)) if images else None  # M, N', H
+        aud = self.project_audio(clips) if clips else None
+        n_img = img.shape[1] if img is not None else 0
+        aud_lengths = iter(aud["lm_lengths"].tolist() if aud is not None else [])
+        examples = []
+        for msgs, items in zip(convs, media):
+            lengths = [n_img if it["kind"] == "image" else next(aud_lengths) for it in items]
+            examples.append(build_conversation(self.tokenizer, msgs, lengths, self.config.system, not answers))
+        ids = pad_ids([e[0] for e in examples], self.pad_token_id, left_pad).to(self.device)  # B, L
+        labels = pad_ids([e[1] for e in examples], -100, left_pad).to(self.device)  # B, L
+        mask = pad_ids([[1] * len(e[0]) for e in examples], 0, left_pad).to(self.device)  # B, L
+        media_pos = (ids == self.media_ids["image"]) | (ids == self.media_ids["audio"]) | (ids >= self.vocab_size)
+        embeds = self.lm.get_input_embeddings()(ids.masked_fill(media_pos, self.pad_token_id))  # B, L, H
+        if img is not None:
+            lens = torch.full((img.shape[0],), n_img, device=self.device)
+            embeds = splice_media(embeds, ids, img, lens, self.media_ids["image"], "image")
+        if aud is not None:
+            embeds = splice_media(embeds, ids, aud["lm"], aud["lm_lengths"], self.media_ids["audio"], "audio")
+        return {"embeds": embeds, "mask": mask, "labels": labels, "clips": clips, "aud": aud,
+                "audio": None, "audio_lengths": None, "lm_audio_lengths": [], "lm_audio_ids": None}  # fmt: skip
+
+    def audio_context(self, audio: Any, lengths: Any) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # prefix family: the media are in the embeddings
+
+    # -- training ---------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``): means over reply tokens."""
+        x = self.build_inputs(batch, answers=True)
+        targets = x["labels"][:, 1:]  # B, L-1: token t is predicted at position t-1
+        keep = (targets != -100).any(0).nonzero().squeeze(1)  # K columns with a reply token: the head runs there only
+        logits = self.lm(inputs_embeds=x["embeds"], attention_mask=x["mask"], use_cache=False,
+                         logits_to_keep=keep).logits  # B, K, V
+        targets = targets[:, keep]  # B, K
+        n_tokens = (targets != -100).sum()
+        lm_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                                  reduction="sum") / n_tokens.clamp(min=1)  # fmt: skip
+        out = {"lm_loss": lm_loss, "n_tokens": n_tokens, "loss": lm_loss}
+        if self.ctc is not None and x["aud"] is not None:
+            ctc = self.ctc_loss(x["aud"], x["clips"])
+            if ctc is not None:
+                out["ctc_loss"] = ctc
+                out["loss"] = out["loss"] + self.config.ctc_weight * ctc
+        return out
+
+    def ctc_loss(self, aud: dict[str, Any], clips: list[dict[str, Any]]) -> torch.Tensor | None:
+        """CTC of the clips that carry a transcript, against its mid-sentence LM token ids."""
+        have = [i for i, c in enumerate(clips) if c.get("text")]
+        if not have:
+            return None
+        idx = torch.tensor(have, device=aud["audio"].device)
+        targets = [text_ids(self.tokenizer, clips[i]["text"]) for i in have]
+        return self.ctc.loss(aud["audio"][idx], aud["lengths"][idx], targets)
+
+    def ctc_only_loss(self, clips: list[dict[str, Any]]) -> torch.Tensor:
+        """Stage 1's audio warm-up: the CTC loss of clips alone (the LM does not run)."""
+        states, lengths = self._audio_states(clips)
+        audio, audio_lengths = self.audio_proj(states, lengths)
+        return self.ctc_loss({"audio": audio, "lengths": audio_lengths}, clips)
+
+    @torch.no_grad()
+    def transcribe(self, clips: list[dict[str, Any]]) -> list[str]:
+        """The audio projector's own greedy CTC transcripts."""
+        if self.ctc is None:
+            raise ConfigError("this model has no CTC head (ctc_weight is 0)")
+        states, lengths = self._audio_states(clips)
+        rows = self.ctc.greedy_decode(*self.audio_proj(states, lengths))
+        return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+
+    def generate(self, batch: dict[str, Any], gen: Any = None, on_delta: Any = None) -> list[str]:
+        """The next assistant reply of each conversation (greedy unless ``gen`` says otherwise)."""
+        from auralm.components.generation import generate
+
+        return generate(self, batch, gen, on_delta=on_delta)

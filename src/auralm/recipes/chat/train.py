@@ -1,0 +1,202 @@
+"""The S3 training recipe, one function per stage, each read top to bottom: set up, train, return the checkpoint.
+
+* stage 1 (:func:`train_stage1`): the image projector learns from captions (the frozen LM must say the
+  caption of the picture it reads), the audio projector from the CTC loss of spoken questions and number
+  words (no LM: cheap). Encoders and LM frozen.
+* stage 2 (:func:`train_stage2`): from stage 1 (``init_from``), LoRA on the LM (QLoRA with
+  ``model.lora.quantize=nf4`` on CUDA), projectors + LoRA trained on multi-turn conversations; the loss is
+  on the assistant replies only (+ the clips' CTC loss).
+
+Both hand a :class:`ChatTask` to the training engine (:func:`auralm.training.loop.fit`): resume, optimizer,
+schedule, accumulation, processes, caps and checkpoints are the engine's. Media features come from the
+feature cache (:class:`Features`), filled before training from the dataset's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from auralm.core.errors import ConfigError
+from auralm.recipes.chat.config import TrainConfig
+from auralm.recipes.chat.data import Features, media_paths, qa_record, read_examples, speech_rows, to_batch
+from auralm.training.checkpoint import load_trainable, save_trainable
+from auralm.training.loop import Task, check_resume
+from auralm.training.schedule import index_stream
+
+
+def log(msg: str) -> None:
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[chat] {msg}", file=sys.stderr, flush=True)
+
+
+class ChatTask(Task):
+    """What S3 trains, on which batches, with which loss and validation (the engine does the rest)."""
+
+    def __init__(self, cfg: TrainConfig, model: Any, train: list[dict], valid: list[dict], feats: Features,
+                 clips: list[dict] | None = None):  # fmt: skip
+        self.cfg, self.model, self.train, self.valid, self.feats = cfg, model, train, valid, feats
+        self.clips = clips or []
+        self.device, self.micro = None, 1
+        self.amp = contextlib.nullcontext
+
+    def bind(self, ctx: Any) -> None:
+        self.device, self.micro, self.amp = ctx.device, ctx.micro, ctx.autocast
+
+    def global_batch(self, step: int) -> list[tuple[int, tuple[int, ...]]]:
+        """``batch_size`` items ``(example index, clip indices)``: stage 1 spreads ``data.ctc_batch`` clips over them."""
+        o = self.cfg.optim
+        idx = index_stream(len(self.train), o.seed, step * o.batch_size, o.batch_size)
+        per = -(-self.cfg.data.ctc_batch // o.batch_size) if self.clips and self.cfg.data.ctc_batch else 0
+        clips = index_stream(len(self.clips), o.seed + 1, step * o.batch_size * per, o.batch_size * per) if per else []
+        return [(i, tuple(clips[k * per : (k + 1) * per])) for k, i in enumerate(idx)]
+
+    def loss(self, examples: Sequence[tuple[int, tuple[int, ...]]]) -> dict[str, Any]:
+        batch = to_batch([self.train[i] for i, _ in examples], self.feats)
+        res = self.model(batch)
+        n = float(res["n_tokens"])
+        out = {"loss": res["loss"], "lm_loss": res["lm_loss"], "n": n, "count/tokens": n}
+        if "ctc_loss" in res:
+            out["ctc_loss"] = res["ctc_loss"]
+        picked = [self.clips[j] for _, js in examples for j in js]
+        if picked:
+            items = [{"kind": "audio", "states": self.feats.audio(c["audio"]), "text": c["text"]} for c in picked]
+            ctc = self.model.ctc_only_loss(items)
+            out["clip_ctc_loss"] = ctc
+            out["loss"] = out["loss"] + self.cfg.model.ctc_weight * ctc
+        return out
+
+    def validate(self, step: int, logger: Any) -> dict[str, float] | None:
+        """Reply-token loss on ``eval_rows`` valid examples; stage 2: typed-question accuracy on ``eval_answers``;
+        with a CTC head: the audio projector's WER on spoken valid questions (held-out voices)."""
+        import torch
+
+        from auralm.components.generation import GenerationConfig
+        from auralm.metrics.text import wer
+
+        model, cfg = self.model, self.cfg
+        model.eval()
+        out: dict[str, float] = {}
+        convs = [e for e in self.valid if e["kind"] == "caption"][: cfg.eval_rows]
+        qa = [e for e in self.valid if e["kind"] == "qa"]
+        with torch.no_grad(), self.amp():
+            total = tokens = 0.0
+            for i in range(0, len(convs), 8):
+                res = model(to_batch(convs[i : i + 8], self.feats))
+                n = float(res["n_tokens"])
+                total, tokens = total + float(res["lm_loss"]) * n, tokens + n
+            if tokens:
+                out["valid/caption_loss"] = total / tokens
+            if model.ctc is not None and qa:
+                spoken = [e for e in qa if e["type"] not in ("sound", "cross")][:32]
+                items = [{"kind": "audio", "states": self.feats.audio(e["spoken"])} for e in spoken]
+                hyps = model.transcribe(items)
+                with contextlib.suppress(ValueError):
+                    out["valid/ctc_wer"] = wer([e["question"] for e in spoken], hyps)
+            if cfg.stage == 2 and cfg.eval_answers and qa:
+                picked = qa[: cfg.eval_answers]
+                gen = GenerationConfig(strategy="greedy", max_new_tokens=6)
+                hits = 0
+                for i in range(0, len(picked), 16):
+                    part = picked[i : i + 16]
+                    replies = model.generate(to_batch([qa_record(e) for e in part], self.feats), gen)
+                    hits += sum(r.strip().lower().rstrip(".") == e["answer"] for r, e in zip(replies, part))
+                out["valid/accuracy"] = hits / len(picked)
+        return out
+
+    def save_weights(self, folder: Path, step: int) -> None:
+        save_trainable(self.model, folder)
+
+    def load_weights(self, folder: Path) -> None:
+        load_trainable(self.model, folder)
+
+    def fingerprint(self) -> str | None:
+        ids = "".join(e["id"] for e in self.train)
+        return hashlib.sha256(ids.encode()).hexdigest()[:16]
+
+
+def _data(cfg: TrainConfig, model: Any) -> tuple[list[dict], list[dict], Features, list[dict]]:
+    if not cfg.data.dataset:
+        raise ConfigError("data.dataset is not set (the folder of `auralm chat synth`)")
+    examples = read_examples(cfg.data.dataset)
+    kind = "caption" if cfg.stage == 1 else "chat"
+    train = [e for e in examples if e["split"] == cfg.data.train_split and e["kind"] == kind]
+    valid = [e for e in examples if e["split"] == cfg.data.valid_split]
+    if not train:
+        raise ConfigError(f"{cfg.data.dataset}: no {kind} examples in split {cfg.data.train_split!r}")
+    speech = speech_rows(cfg.data.dataset)
+    # the CTC material: training voices only (the held-out voices speak valid/test questions)
+    train_paths = {m["path"] for e in examples if e["split"] == cfg.data.train_split for m in e.get("media", [])
+                   if m["kind"] == "audio"}  # fmt: skip
+    numbers = {r["text"] for r in speech if len(r["text"].split()) == 1}
+    clips = [r for r in speech if r["audio"] in train_paths or r["text"] in numbers and r["audio"] not in
+             {e.get("sound") for e in valid}]  # fmt: skip
+    feats = Features(cfg.data.dataset, model)
+    valid_used = [e for e in valid if e["kind"] == "caption"][: cfg.eval_rows] + [e for e in valid if e["kind"] == "qa"]
+    images, audio = media_paths(train + valid_used)
+    feats.ensure(images, audio + [c["audio"] for c in clips])
+    if model.ctc is not None and model.ctc.vocab.numel() == 0:
+        model.set_ctc_vocab([c["text"] for c in clips] + [m["text"] for e in train for m in e["media"] if m.get("text")])
+        log(f"CTC vocabulary: {model.ctc.vocab.numel()} tokens")
+    log(f"{len(train)} training {kind} examples, {len(valid_used)} validation examples, {len(clips)} clips for CTC")
+    return train, valid, feats, clips if cfg.stage == 1 else []
+
+
+def _fit(cfg: TrainConfig, model: Any) -> Path:
+    from auralm.training.loop import fit
+
+    train, valid, feats, clips = _data(cfg, model)
+    return fit(ChatTask(cfg, model, train, valid, feats, clips), cfg, name=f"chat stage {cfg.stage}",
+               precision=cfg.precision)  # fmt: skip
+
+
+def train_stage1(cfg: TrainConfig) -> Path:
+    """Stage 1: the projectors (+ CTC blank) with encoders and LM frozen."""
+    from accelerate.utils import set_seed
+
+    from auralm.recipes.chat.model import ChatLM
+
+    if check_resume(cfg) is not None:
+        log(f"resuming {cfg.out}")
+    set_seed(cfg.optim.seed)
+    model = ChatLM(cfg.model)
+    if cfg.init_from:
+        load_trainable(model, cfg.init_from)
+    return _fit(cfg, model)
+
+
+def train_stage2(cfg: TrainConfig) -> Path:
+    """Stage 2: stage 1's projectors, LoRA on the LM, trained on conversations."""
+    from accelerate.utils import set_seed
+
+    from auralm.recipes.chat.model import ChatLM
+
+    if cfg.model.lora.quantize != "none":
+        from auralm.components.lm import check_quantize
+
+        check_quantize(cfg.model.lora.quantize)  # before anything is loaded or written
+    if check_resume(cfg) is not None:
+        log(f"resuming {cfg.out}")
+    set_seed(cfg.optim.seed)
+    model = ChatLM(cfg.model.replace(lora=cfg.model.lora.replace(r=0)))
+    if cfg.init_from:
+        load_trainable(model, cfg.init_from)
+        log(f"initialised the projectors from {cfg.init_from}")
+    else:
+        log("stage 2 without init_from: the projectors start from random weights")
+    model.add_lora(cfg.model.lora)
+    return _fit(cfg, model)
+
+
+STAGES: dict[int, Callable[[TrainConfig], Path]] = {1: train_stage1, 2: train_stage2}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the stage ``cfg.stage`` names; return the final checkpoint folder."""
+    return STAGES[cfg.stage](cfg)
