@@ -15,7 +15,6 @@ from torch import nn
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
 
-
 QUANTIZE = ("none", "nf4")
 
 

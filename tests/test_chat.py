@@ -1,0 +1,217 @@
+"""S3 chat: conversations with several media, labels, splice, LoRA merge/export, QLoRA refusal, exact resume,
+bad input, and the real entry points on tiny random parts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from auralm.components.lm import PlaceholderError, load_lm
+from auralm.components.lm.chat import build_conversation
+from auralm.core.errors import AudioError, ConfigError, ImageError
+from auralm.recipes.chat.model import ChatLM, ChatModelConfig
+
+TINY = dict(image_encoder="efficientnet-tiny", image_size=64, audio_encoder="conv-tiny", lm="tiny-llama",
+            audio_stack=2, system="")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = ChatLM(ChatModelConfig(**TINY, feed="raw", ctc_weight=0.0))
+    return m.eval()
+
+
+def _image(seed: int):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+def _wav(seconds: float, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+
+
+def test_labels_are_minus_100_outside_replies_token_by_token():
+    _, tok = load_lm("tiny-llama")
+    msgs = [{"role": "user", "content": "<|image|>What colour is the circle?"}, {"role": "assistant", "content": "red"},
+            {"role": "user", "content": "And the square?"}, {"role": "assistant", "content": "blue"}]  # fmt: skip
+    ids, labels = build_conversation(tok, msgs, [3], system="")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    red, blue = tok("red", add_special_tokens=False)["input_ids"], tok("blue", add_special_tokens=False)["input_ids"]
+    expected_labelled = red + [end] + blue + [end]
+    assert [t for t in labels if t != -100] == expected_labelled
+    for i, (t, lab) in enumerate(zip(ids, labels)):
+        assert lab in (-100, t), f"position {i}: a label that is not its token"
+    # every labelled span starts right after "<|im_start|>assistant\n" and ends with the end token
+    text = tok.decode([t for t, lab in zip(ids, labels) if lab == -100])
+    assert "red" not in text.split("assistant\n")[1][:3] and text.count("<|image|>") == 3
+
+
+def test_several_images_and_clips_land_at_their_placeholders(model):
+    msgs = [{"role": "user", "content": "<|image|><|audio|>\nfirst"}, {"role": "assistant", "content": "yes"},
+            {"role": "user", "content": "<|image|> and <|audio|>?"}]  # fmt: skip
+    media = [{"kind": "image", "image": _image(0)}, {"kind": "audio", "wav": _wav(0.5, 1)},
+             {"kind": "image", "image": _image(2)}, {"kind": "audio", "wav": _wav(0.8, 3)}]  # fmt: skip
+    with torch.no_grad():
+        x = model.build_inputs({"messages": [msgs], "media": [media]}, answers=False)
+        imgs = model.image_proj(model._image_states([media[0], media[2]]))  # 2, N, H
+        aud = model.project_audio([media[1], media[3]])
+    ids = x["embeds"].new_tensor(0)  # noqa: F841
+    tokens = model.build_inputs({"messages": [msgs], "media": [media]}, answers=False)
+    row_ids = torch.tensor(build_conversation(model.tokenizer, msgs, [imgs.shape[1], int(aud["lm_lengths"][0]),
+                                                                       imgs.shape[1], int(aud["lm_lengths"][1])],
+                                              system="", generation_prompt=True)[0])  # fmt: skip
+    img_pos = (row_ids == model.media_ids["image"]).nonzero().squeeze(1)
+    aud_pos = (row_ids == model.media_ids["audio"]).nonzero().squeeze(1)
+    n = imgs.shape[1]
+    torch.testing.assert_close(tokens["embeds"][0, img_pos[:n]], imgs[0])
+    torch.testing.assert_close(tokens["embeds"][0, img_pos[n:]], imgs[1])
+    a0 = int(aud["lm_lengths"][0])
+    torch.testing.assert_close(tokens["embeds"][0, aud_pos[:a0]], aud["lm"][0, :a0])
+    torch.testing.assert_close(tokens["embeds"][0, aud_pos[a0:]], aud["lm"][1, : int(aud["lm_lengths"][1])])
+
+
+def test_placeholder_count_mismatch_names_both_counts(model):
+    msgs = [{"role": "user", "content": "<|image|><|image|> which?"}]
+    with pytest.raises(PlaceholderError, match=r"2 <\|image\|> placeholder\(s\) but 1 image"):
+        model.build_inputs({"messages": [msgs], "media": [[{"kind": "image", "image": _image(0)}]]}, answers=False)
+    msgs = [{"role": "user", "content": "no placeholder"}]
+    with pytest.raises(PlaceholderError, match=r"0 <\|audio\|> placeholder\(s\) but 1 audio clip"):
+        model.build_inputs({"messages": [msgs], "media": [[{"kind": "audio", "wav": _wav(0.3, 0)}]]}, answers=False)
+
+
+def test_merged_lora_gives_the_same_logits(model, tmp_path):
+    from auralm.components.lm import LoraConfig, merge_lora
+
+    m = ChatLM(ChatModelConfig(**TINY, feed="raw", ctc_weight=0.0))
+    m.add_lora(LoraConfig(r=4, alpha=8.0, dropout=0.0))
+    with torch.no_grad():
+        for name, p in m.lm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # trained-looking adapters (B starts at zero)
+    m.eval()
+    ids = torch.randint(0, 200, (2, 12))
+    with torch.no_grad():
+        before = m.lm(input_ids=ids).logits
+        merged = merge_lora(m.lm)
+        after = merged(input_ids=ids).logits
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)
+
+
+def test_qlora_without_cuda_fails_clearly():
+    from auralm.components.lm import check_quantize
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="QLoRA.*needs a CUDA GPU"):
+        check_quantize("nf4")
+    with pytest.raises(ConfigError, match="quantize"):
+        ChatModelConfig.from_dict({**TINY, "lora": {"r": 4, "quantize": "int3"}})
+
+
+def test_bad_media_are_named(tmp_path):
+    from auralm.recipes.chat.pipeline import ChatPipeline
+
+    m = ChatLM(ChatModelConfig(**TINY, feed="raw", ctc_weight=0.0)).eval()
+    pipe = ChatPipeline(m)
+    text = tmp_path / "not-an-image.png"
+    text.write_text("hello")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="image 0"):
+        pipe.reply(images=[text], prompt="what?")
+    with pytest.raises(ImageError, match="image 0"):
+        pipe.reply(images=[empty], prompt="what?")
+    bad_audio = tmp_path / "clip.xyz"
+    bad_audio.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(AudioError):
+        pipe.reply(audio=[bad_audio])
+    with pytest.raises(PlaceholderError, match="1 <\\|image\\|> placeholder"):
+        pipe.chat([{"role": "user", "content": "<|image|> what?"}])
+    with pytest.raises(PlaceholderError, match="0 <\\|image\\|> placeholder"):
+        pipe.chat([{"role": "user", "content": "what?"}], images=[_image(0)])
+    with pytest.raises(AudioError, match="zero samples"):
+        pipe.reply(audio=[np.zeros(0, np.float32)])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from auralm.recipes.chat.data import ChatSynthConfig, synth_chat
+
+    out = tmp_path_factory.mktemp("chat") / "data"
+    synth_chat(ChatSynthConfig(out=str(out), scenes=24, image_size=64, conversations=2, voices=["espeak-ng:en-us"],
+                               test_voices=["espeak-ng:en-gb"], clips_per_text=1))  # fmt: skip
+    return out
+
+
+def test_synth_splits_scenes_and_keeps_heldout_combinations_out_of_training(dataset):
+    from auralm.recipes.chat.data import read_examples
+
+    ex = read_examples(dataset)
+    train_scenes = {e["scene"] for e in ex if e["split"] == "train"}
+    test_scenes = {e["scene"] for e in ex if e["split"] == "test"}
+    assert train_scenes and not train_scenes & test_scenes
+    words = " ".join(m["content"] for e in ex if e["split"] == "train" and e["kind"] == "chat" for m in e["messages"])
+    for combo in ("blue triangle", "yellow circle", "purple square"):
+        assert combo not in words
+    cross = [e for e in ex if e["kind"] == "qa" and e["type"] == "cross"]
+    assert cross and all(e["answer"] in ("yes", "no") and e["sound"] for e in cross)
+
+
+def _train(dataset, out, *extra):
+    from auralm.core.config import apply_overrides, load_preset
+    from auralm.recipes.chat.config import TrainConfig
+    from auralm.recipes.chat.train import train
+
+    cfg = apply_overrides(TrainConfig.from_dict(load_preset("chat-tiny")), [f"data.dataset={dataset}", f"out={out}", *extra])
+    return train(cfg)
+
+
+def test_stage2_resume_is_exact(dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    one = _train(dataset, tmp_path / "s1")
+    two = ["stage=2", "model.lora.r=4", f"init_from={one}", "optim.max_steps=4"]
+    straight = _train(dataset, tmp_path / "a", *two)
+    _train(dataset, tmp_path / "b", *two, "optim.stop_after=2")
+    resumed = _train(dataset, tmp_path / "b", *two)
+    a, b = load_file(str(straight / "trainable.safetensors")), load_file(str(resumed / "trainable.safetensors"))
+    assert set(a) == set(b) and any("lora_" in k for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_demo_generate_load_and_export_through_the_cli(tmp_path):
+    import auralm
+
+    env_cmd = [sys.executable, "-m", "auralm"]
+    out = tmp_path / "demo"
+    subprocess.run([*env_cmd, "chat", "demo", "--preset", "chat-tiny-demo", "--out", str(out)], check=True,
+                   capture_output=True)  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"typed", "spoken", "other_image", "no_image"} <= set(metrics["eval"]["accuracy"])
+    assert (out / "report.md").is_file() and (out / "examples.png").is_file()
+    pipe = auralm.load(out / "checkpoint")
+    assert type(pipe).__name__ == "ChatPipeline"
+    image = next((out / "data" / "scenes" / "images").glob("*.png"))
+    clip = next((out / "data" / "speech" / "wavs").glob("*.wav"))
+    res = subprocess.run([*env_cmd, "chat", "generate", "--checkpoint", str(out / "checkpoint"), "--image", str(image),
+                          "--audio", str(clip), "--max-new-tokens", "3"], capture_output=True, text=True, check=True)  # fmt: skip
+    assert res.stdout.strip() == pipe.reply(images=[image], audio=[clip], max_new_tokens=3)
+    exported = pipe.export(tmp_path / "export")
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(exported / "lm")
+    ids = torch.randint(0, 200, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(lm(input_ids=ids).logits, pipe.model.lm(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+    assert (exported / "projectors.safetensors").is_file()
