@@ -5,7 +5,9 @@
 ``GET  /v1/models``            the served models (``id``, ``recipe``, ``endpoints``; sound: ``labels``)
 ``POST /v1/chat/completions``  hear checkpoints: OpenAI messages with ``text`` and ``input_audio`` parts;
                                the last user turn's text is the prompt and its audio (or the latest audio
-                               earlier in the conversation) the clip; ``stream: true`` sends SSE chunks
+                               earlier in the conversation) the clip; ``stream: true`` sends SSE chunks.
+                               chat checkpoints: ``text``, ``image_url`` and ``input_audio`` parts in any
+                               user turn of a multi-turn conversation
 ``POST /v1/audio/transcriptions``  hear checkpoints: multipart ``file``; json, text, srt, vtt, verbose_json
 ``POST /v1/audio/speech``      sound checkpoints: ``input`` is a label the model knows; a WAV comes back
 =============================  =======================================================================
@@ -40,7 +42,7 @@ from auralm.serve.config import ServeConfig
 from auralm.serve.errors import APIError, error_body
 from auralm.serve.guard import Gate, Guard
 from auralm.serve.media import CHAT_AUDIO_FORMATS, decode_base64, load_audio_bytes, load_image
-from auralm.serve.service import HearJob, Service
+from auralm.serve.service import ChatJob, HearJob, Service
 
 log = logging.getLogger("auralm.serve")
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -247,16 +249,23 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest, request: Request) -> Any:
         deadline = request.state.deadline
-        model = service.get(req.model, "hear", "/v1/chat/completions")
-        # images are checked first (their errors are the most specific), then refused: hear reads none
+        model = service.get(req.model, ("hear", "chat"), "/v1/chat/completions")
+        # images are checked first (their errors are the most specific); hear refuses them, chat reads them
         images = [p.image_url for m in req.messages for p in _content_parts(m) if isinstance(p, ImagePart)]
         if len(images) > cfg.max_images:
             raise APIError(400, f"{len(images)} images; this server takes at most {cfg.max_images} per request "
                                 "(--max-images)", param="messages")
+        image_bytes = []
         for i, image in enumerate(images):
             url = image if isinstance(image, str) else image.url
-            await run_in_threadpool(load_image, url, f"image_url of image {i + 1}", cfg.allow_remote_media,
-                                    cfg.max_body_bytes)
+            image_bytes.append(await run_in_threadpool(load_image, url, f"image_url of image {i + 1}",
+                                                       cfg.allow_remote_media, cfg.max_body_bytes))
+        if req.n > cfg.max_n:
+            raise APIError(400, f"n {req.n} is more than this server allows ({cfg.max_n}, --max-n)", param="n")
+        if model.recipe == "chat":
+            gen = service.generation(model, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p)
+            job = await _chat_job(req, image_bytes)
+            return await _reply(req, model, job, gen, lambda: service.chat(model, job, gen, req.seed, deadline))
         if images:
             raise APIError(400, f"model {model.name!r} is a hear checkpoint: it takes audio (input_audio) and text, "
                                 "not images", param="messages")
@@ -281,20 +290,53 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
             raise APIError(400, f"input_audio.format must be one of {', '.join(CHAT_AUDIO_FORMATS)}, got {fmt!r}",
                            param="input_audio.format")
         service.check_prompt(model, text)
-        if req.n > cfg.max_n:
-            raise APIError(400, f"n {req.n} is more than this server allows ({cfg.max_n}, --max-n)", param="n")
-        stops = _stops(req.stop)
         gen = service.generation(model, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p)
         raw = decode_base64(audio[0].data, "input_audio.data")
         wav = await run_in_threadpool(load_audio_bytes, raw, "input_audio", cfg.max_audio_seconds, f"audio.{fmt}")
         job = HearJob([(wav, text)] * req.n)
+        return await _reply(req, model, job, gen, lambda: service.hear(model, job, gen, req.seed, deadline))
+
+    async def _chat_job(req: ChatRequest, image_bytes: list[bytes]) -> ChatJob:
+        """OpenAI messages -> a conversation with placeholders, its images and its decoded clips."""
+        messages, clips = [], []
+        for m in req.messages:
+            role = "system" if m.role in ("system", "developer") else m.role
+            if role not in ("system", "user", "assistant"):
+                raise APIError(400, f"a chat checkpoint takes system, user and assistant messages, not {m.role!r}",
+                               param="messages")
+            text = []
+            for part in _content_parts(m):
+                if isinstance(part, TextPart):
+                    text.append(part.text)
+                elif isinstance(part, ImagePart):
+                    text.append("<|image|>")
+                else:
+                    fmt = part.input_audio.format.lower()
+                    if fmt not in CHAT_AUDIO_FORMATS:
+                        raise APIError(400, f"input_audio.format must be one of {', '.join(CHAT_AUDIO_FORMATS)}, "
+                                            f"got {fmt!r}", param="input_audio.format")
+                    raw = decode_base64(part.input_audio.data, "input_audio.data")
+                    clips.append(await run_in_threadpool(load_audio_bytes, raw, f"input_audio {len(clips) + 1}",
+                                                         cfg.max_audio_seconds, f"audio.{fmt}"))
+                    text.append("<|audio|>")
+            if role != "user" and len(text) != sum(isinstance(p, TextPart) for p in _content_parts(m)):
+                raise APIError(400, f"{m.role} messages hold text only; images and audio go in user messages",
+                               param="messages")
+            messages.append({"role": role, "content": " ".join(text).strip()})
+        if not messages or messages[-1]["role"] != "user":
+            raise APIError(400, "the last message must be a user message", param="messages")
+        return ChatJob(messages, image_bytes, clips, n=req.n)
+
+    async def _reply(req: ChatRequest, model: Any, job: Any, gen: Any, start: Any) -> Any:
+        """The chat.completion (or its SSE stream) of a job that ``start()`` runs."""
+        stops = _stops(req.stop)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def finish(res_tokens: int, stopped: bool) -> str:
             return "stop" if stopped or res_tokens < gen.max_new_tokens else "length"
 
         if not req.stream:
-            res = await service.hear(model, job, gen, req.seed, deadline)
+            res = await start()
             choices = []
             for i, t in enumerate(res.texts):
                 content, stopped = apply_stop(t, stops)
@@ -309,7 +351,7 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job.on_text = lambda k, t: loop.call_soon_threadsafe(events.put_nowait, (k, t))
-        task = asyncio.ensure_future(service.hear(model, job, gen, req.seed, deadline))
+        task = asyncio.ensure_future(start())
         task.add_done_callback(lambda _: events.put_nowait(None))
         first = await events.get()
         if first is None and task.exception() is not None:

@@ -35,7 +35,8 @@ from auralm.serve.config import ServeConfig
 from auralm.serve.errors import APIError
 
 # what each recipe serves, for /v1/models and for the 400 that names the right endpoint
-ENDPOINTS = {"hear": ["/v1/chat/completions", "/v1/audio/transcriptions"], "sound": ["/v1/audio/speech"]}
+ENDPOINTS = {"hear": ["/v1/chat/completions", "/v1/audio/transcriptions"], "sound": ["/v1/audio/speech"],
+             "chat": ["/v1/chat/completions"]}
 GENERIC_NAMES = {"checkpoint", "latest", "bundle", "model"}
 
 
@@ -49,6 +50,15 @@ def model_name(path: str | Path) -> str:
 class HearJob:
     items: list[tuple[np.ndarray, str | None]]  # (16 kHz waveform, prompt or None for the model's)
     on_text: Callable[[int, str], None] | None = None  # (item, new text), called from the worker thread
+
+
+@dataclasses.dataclass
+class ChatJob:
+    messages: list[dict[str, str]]  # the conversation, with <|image|> / <|audio|> placeholders in user turns
+    images: list[bytes]  # one per <|image|>, in order
+    audio: list[np.ndarray]  # one 16 kHz waveform per <|audio|>, in order
+    n: int = 1
+    on_text: Callable[[int, str], None] | None = None
 
 
 @dataclasses.dataclass
@@ -88,8 +98,10 @@ class Service:
             if recipe not in ENDPOINTS:
                 raise AuralmError(f"{path}: recipe {recipe!r} has no endpoint in this server yet")
             size = cfg.batch_size if recipe == "hear" else 1
-            run = (lambda key, jobs, pipe=pipe: self._run_hear(pipe, key, jobs)) if recipe == "hear" else \
-                (lambda key, jobs, pipe=pipe: self._run_sound(pipe, jobs))
+            runs = {"hear": lambda key, jobs, pipe=pipe: self._run_hear(pipe, key, jobs),
+                    "sound": lambda key, jobs, pipe=pipe: self._run_sound(pipe, jobs),
+                    "chat": lambda key, jobs, pipe=pipe: self._run_chat(pipe, key, jobs)}
+            run = runs[recipe]
             batcher = Batcher(name, run, max_items=size, wait_s=cfg.batch_wait_ms / 1000)
             self.models[name] = Model(name, str(path), recipe, pipe, batcher, int(self.started))
 
@@ -120,7 +132,7 @@ class Service:
             m.batcher.close()
 
     # -- lookup -----------------------------------------------------------------------------------
-    def get(self, name: str | None, recipe: str, endpoint: str) -> Model:
+    def get(self, name: str | None, recipe: str | tuple[str, ...], endpoint: str) -> Model:
         """The model ``name`` (404 when unknown) if it serves ``endpoint`` (400 when its recipe does not)."""
         if not name:
             raise APIError(400, "missing 'model'", param="model")
@@ -128,7 +140,7 @@ class Service:
         if model is None:
             raise APIError(404, f"model {name!r} is not served here; served: {', '.join(self.models) or 'none'}",
                            param="model")
-        if model.recipe != recipe:
+        if model.recipe not in ((recipe,) if isinstance(recipe, str) else recipe):
             where = ", ".join(ENDPOINTS.get(model.recipe, [])) or "no endpoint"
             raise APIError(400, f"model {name!r} is a {model.recipe} checkpoint: it serves {where}, not {endpoint}",
                            param="model")
@@ -236,6 +248,32 @@ class Service:
             # the answer re-tokenised (a few more tokens than were generated, at times), at most max_tokens a piece
             pieces = max(1, math.ceil(len(jobs[j].items[k][0]) / limit))
             res.completion_tokens.append(min(_count(pipe.model.tokenizer, text), gen.max_new_tokens * pieces))
+        return results
+
+    # -- chat -------------------------------------------------------------------------------------
+    async def chat(self, model: Model, job: ChatJob, gen: Any, seed: int | None, deadline: float) -> HearResult:
+        """Run one chat request (``n`` replies to one conversation with its images and clips)."""
+        return await self._wait(model, model.batcher, uuid.uuid4().hex, (job, gen, seed), 1, deadline)
+
+    @staticmethod
+    def _run_chat(pipe: Any, key: Any, jobs: list[tuple[ChatJob, Any, int | None]]) -> list[HearResult]:
+        import io
+
+        import torch
+        from PIL import Image
+
+        results = []
+        for job, gen, seed in jobs:
+            images = [Image.open(io.BytesIO(raw)).convert("RGB") for raw in job.images]
+            texts = []
+            for k in range(job.n):
+                if seed is not None:
+                    torch.manual_seed(seed + k)
+                delta = (lambda t, k=k, job=job: job.on_text(k, t)) if job.on_text else None
+                texts.append(pipe.chat(job.messages, images, job.audio, gen=gen, on_delta=delta))
+            tok = pipe.model.tokenizer
+            results.append(HearResult(texts, [min(_count(tok, t), gen.max_new_tokens) for t in texts],
+                                      sum(_count(tok, m["content"]) for m in job.messages)))
         return results
 
     # -- sound ------------------------------------------------------------------------------------

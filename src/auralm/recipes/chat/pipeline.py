@@ -80,7 +80,10 @@ class ChatPipeline:
     recipe = "chat"
 
     def __init__(self, model: Any, config: Any = None, path: str | Path | None = None):
+        from auralm.components.generation import GenerationConfig
+
         self.model, self.config, self.path = model, config, path
+        self.generation = GenerationConfig(strategy="greedy", max_new_tokens=32)  # the server's defaults
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None, **_: Any) -> ChatPipeline:
@@ -90,7 +93,6 @@ class ChatPipeline:
     def chat(self, messages: list[dict[str, str]], images: Sequence[Any] = (), audio: Sequence[Any] = (),
              max_new_tokens: int = 32, gen: Any = None, on_delta: Callable[[str], None] | None = None) -> str:  # fmt: skip
         """The assistant's reply to the last user turn (placeholders in the turns, one per item, in order)."""
-        from auralm.components.generation import GenerationConfig
         from auralm.components.lm.chat import check_messages, media_order
 
         check_messages(messages, {"image": len(images), "audio": len(audio)})
@@ -99,7 +101,7 @@ class ChatPipeline:
         imgs = iter([_image_item(x, i) for i, x in enumerate(images)])
         clips = iter([_audio_item(x, i) for i, x in enumerate(audio)])
         media = [next(imgs) if kind == "image" else next(clips) for kind in media_order(messages)]
-        gen = gen or GenerationConfig(strategy="greedy", max_new_tokens=max_new_tokens)
+        gen = gen or self.generation.replace(max_new_tokens=max_new_tokens)
         stream = (lambda row, text: on_delta(text)) if on_delta else None
         return self.model.generate({"messages": [messages], "media": [media]}, gen, on_delta=stream)[0]
 
