@@ -7,6 +7,8 @@ import pytest
 from auralm.core.config import load_preset, preset_names
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
 from auralm.recipes.hear.demo import DemoConfig
+from auralm.recipes.chat.config import TrainConfig as ChatTrainConfig
+from auralm.recipes.chat.demo import ChatDemoConfig
 from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here
@@ -16,6 +18,8 @@ CLASSES = {
     "hear-tiny-demo-stage1": TrainConfig, "hear-tiny-demo-stage2": TrainConfig,
     "hear-tiny": TrainConfig, "hear-tiny-cross": TrainConfig,
     "sound-demo": SoundDemoConfig, "sound-tiny": SoundDemoConfig,
+    "chat-demo": ChatDemoConfig, "chat-tiny-demo": ChatDemoConfig,
+    "chat-demo-stage1": ChatTrainConfig, "chat-demo-stage2": ChatTrainConfig, "chat-tiny": ChatTrainConfig,
 }
 
 
@@ -59,3 +63,12 @@ def test_demo_refuses_stage_presets_in_the_wrong_order(tmp_path):
     stages = _stage_configs(DemoConfig(stage2_preset=""), tmp_path)
     assert len(stages) == 1 and stages[0].data.manifest == str(tmp_path / "corpus" / "manifest.jsonl")
     assert stages[0].out == str(tmp_path / "stage1") and stages[0].data.cache_dir == str(tmp_path / "embeddings")
+
+
+def test_chat_demo_stages_share_encoders_and_projector_shapes():
+    from auralm.recipes.chat.config import config_from_preset as chat_preset
+
+    demo = ChatDemoConfig.from_dict(load_preset("chat-demo"))
+    one, two = chat_preset(demo.stage1_preset), chat_preset(demo.stage2_preset)
+    assert (one.stage, two.stage) == (1, 2) and one.model.lora.r == 0 < two.model.lora.r
+    assert one.model.replace(lora=two.model.lora) == two.model  # stage 2 loads stage 1's weights into the same shapes
