@@ -46,13 +46,12 @@ from auralm.core.errors import ConfigError, ManifestError
 from auralm.core.io import atomic_path, atomic_write_text
 from auralm.core.progress import progress
 from auralm.data.scenes import NUMBER_WORDS, SceneConfig, read_scenes, render_scene_alt, synth_scenes
-from auralm.data.synth import FLITE_BASE_F0, ClipSpec, SynthConfig, render_clip
+from auralm.data.synth import DEFAULT_VOICES, FLITE_BASE_F0, ClipSpec, SynthConfig, render_clip
 
 IMAGE = "<|image|>"
 AUDIO = "<|audio|>"
-TRAIN_VOICES = ["espeak-ng:en-us", "espeak-ng:en-gb+f2", "espeak-ng:en-us+m3", "espeak-ng:en-gb-x-rp",
-                "flite:kal", "flite:slt"]  # fmt: skip
-TEST_VOICES = ["espeak-ng:en-gb-scotland+f4", "flite:awb"]
+TEST_VOICES = ["espeak-ng:en-gb-scotland+f4", "flite:awb"]  # held out: valid/test speech only
+TRAIN_VOICES = [v for v in DEFAULT_VOICES if v not in TEST_VOICES]
 SOUND_QUESTIONS = ("What number do you hear?", "Which number is spoken?", "What number does the voice say?",
                    "What number is said in the clip?")  # fmt: skip
 CROSS_QUESTIONS = ("Is the number you hear the same as the number of shapes?",

@@ -51,25 +51,31 @@ class ChatTask(Task):
 
     def global_batch(self, step: int) -> list[tuple[int, tuple[int, ...]]]:
         """``batch_size`` items ``(example index, clip indices)``: stage 1 spreads ``data.ctc_batch`` clips over them."""
-        o = self.cfg.optim
-        idx = index_stream(len(self.train), o.seed, step * o.batch_size, o.batch_size)
+        o, warm = self.cfg.optim, self.cfg.data.ctc_steps if self.clips else 0
+        idx = index_stream(len(self.train), o.seed, (step - warm) * o.batch_size, o.batch_size) if step >= warm else \
+            [None] * o.batch_size  # the CTC warm-up: clips only, the LM does not run
         per = -(-self.cfg.data.ctc_batch // o.batch_size) if self.clips and self.cfg.data.ctc_batch else 0
         clips = index_stream(len(self.clips), o.seed + 1, step * o.batch_size * per, o.batch_size * per) if per else []
         return [(i, tuple(clips[k * per : (k + 1) * per])) for k, i in enumerate(idx)]
 
-    def loss(self, examples: Sequence[tuple[int, tuple[int, ...]]]) -> dict[str, Any]:
-        batch = to_batch([self.train[i] for i, _ in examples], self.feats)
-        res = self.model(batch)
-        n = float(res["n_tokens"])
-        out = {"loss": res["loss"], "lm_loss": res["lm_loss"], "n": n, "count/tokens": n}
-        if "ctc_loss" in res:
-            out["ctc_loss"] = res["ctc_loss"]
+    def loss(self, examples: Sequence[tuple[int | None, tuple[int, ...]]]) -> dict[str, Any]:
         picked = [self.clips[j] for _, js in examples for j in js]
+        convs = [self.train[i] for i, _ in examples if i is not None]
+        out: dict[str, Any] = {}
+        if convs:
+            res = self.model(to_batch(convs, self.feats))
+            n = float(res["n_tokens"])
+            out = {"loss": res["loss"], "lm_loss": res["lm_loss"], "n": n, "count/tokens": n}
+            if "ctc_loss" in res:
+                out["ctc_loss"] = res["ctc_loss"]
         if picked:
             items = [{"kind": "audio", "states": self.feats.audio(c["audio"]), "text": c["text"]} for c in picked]
             ctc = self.model.ctc_only_loss(items)
             out["clip_ctc_loss"] = ctc
-            out["loss"] = out["loss"] + self.cfg.model.ctc_weight * ctc
+            if convs:
+                out["loss"] = out["loss"] + self.cfg.model.ctc_weight * ctc
+            else:  # a warm-up step: the clips' CTC alone, weighted by the number of clips
+                out.update(loss=self.cfg.model.ctc_weight * ctc, n=float(len(picked)), **{"count/clips": float(len(picked))})
         return out
 
     def validate(self, step: int, logger: Any) -> dict[str, float] | None:
