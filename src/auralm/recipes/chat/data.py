@@ -3,9 +3,9 @@
 Built from ``auralm synth scenes`` (pictures, captions, questions, conversations; held-out scenes and
 held-out colour-shape combinations) plus speech rendered by ``auralm synth speech``'s engines:
 
-* **spoken questions**: every question text is spoken by ``clips_per_text`` training voices, and the
-  evaluation questions once more by a held-out voice (``test_voices``), so spoken test questions are
-  never heard in training;
+* **spoken questions**: every question text is spoken by ``clips_per_text`` training voices; the
+  evaluation questions (of held-out scenes) also by a held-out voice (``test_voices``) never heard in
+  training;
 * **sound context**: number words ("one" .. "four") spoken by the same voices; a conversation may carry
   one such clip, with "what number do you hear?" turns (type ``sound``) and **cross-modal** turns that
   need both the picture and the sound ("Is the number you hear the same as the number of shapes?",
@@ -22,8 +22,8 @@ Layout of ``--out DIR``::
 An example: ``{"id", "scene", "split", "kind": caption | chat | qa, "messages": [...], "media": [{"kind":
 "image", "path"} | {"kind": "audio", "path", "text"}], "types": [one per assistant turn], "heldout": [...]}``;
 ``qa`` examples (valid/test scenes, one question each) also hold ``question``, ``answer``, ``type``,
-``spoken`` (the held-out voice's clip of the question) and, for ``sound``/``cross``, ``sound`` (the clip)
-and ``number``. Paths are relative to DIR. The same seed gives the same files.
+``spoken`` (a training voice's clip of the question), ``spoken_new_voice`` (a held-out voice's) and, for
+``sound``/``cross``, ``sound`` / ``sound_new_voice`` (the number-word clip) and ``number``. Paths are relative to DIR. The same seed gives the same files.
 """
 
 from __future__ import annotations
@@ -219,21 +219,28 @@ def _caption_examples(scene: dict[str, Any], rng: np.random.Generator) -> list[d
 
 
 def _qa_examples(scene: dict[str, Any], cfg: ChatSynthConfig, speech: Speech, rng: np.random.Generator) -> list[dict]:
+    """One example per question; each spoken twice: by a training voice (``spoken``; the scene is new, the voice
+    is not) and by a held-out voice (``spoken_new_voice``); the number-word clip likewise (``sound``,
+    ``sound_new_voice``)."""
     out = []
-    voice = cfg.test_voices[int(rng.integers(len(cfg.test_voices)))]
+    new_voice = cfg.test_voices[int(rng.integers(len(cfg.test_voices)))]
     alt = f"images_alt/{Path(scene['image']).name}"
     for k, qa in enumerate(scene["qa"]):
+        q = qa["question"]
         out.append({"id": f"{scene['id']}-q{k}", "scene": scene["id"], "split": scene["split"], "kind": "qa",
-                    "type": qa["type"], "question": qa["question"], "answer": qa["answer"], "heldout": qa["heldout"],
-                    "image": f"scenes/{scene['image']}", "image_alt": alt, "spoken": speech.want(qa["question"], voice)})  # fmt: skip
+                    "type": qa["type"], "question": q, "answer": qa["answer"], "heldout": qa["heldout"],
+                    "image": f"scenes/{scene['image']}", "image_alt": alt, "spoken": speech.want(q, _voice_for(q, cfg, rng)),
+                    "spoken_new_voice": speech.want(q, new_voice)})  # fmt: skip
     number = _pick_number(scene, cfg.numbers, rng)
-    sound = speech.want(number, voice)
+    voice = str(rng.choice(cfg.voices))
     same = NUMBER_WORDS.index(number) == _n_shapes(scene)
     for t, q, a in (("sound", str(rng.choice(SOUND_QUESTIONS)), number),
                     ("cross", str(rng.choice(CROSS_QUESTIONS)), "yes" if same else "no")):  # fmt: skip
         out.append({"id": f"{scene['id']}-{t}", "scene": scene["id"], "split": scene["split"], "kind": "qa", "type": t,
                     "question": q, "answer": a, "heldout": False, "image": f"scenes/{scene['image']}", "image_alt": alt,
-                    "sound": sound, "number": number, "spoken": speech.want(q, voice)})  # fmt: skip
+                    "sound": speech.want(number, voice), "sound_new_voice": speech.want(number, new_voice),
+                    "number": number, "spoken": speech.want(q, _voice_for(q, cfg, rng)),
+                    "spoken_new_voice": speech.want(q, new_voice)})  # fmt: skip
     return out
 
 
@@ -359,7 +366,7 @@ def media_paths(examples: Sequence[dict[str, Any]]) -> tuple[list[str], list[str
         for k in ("image", "image_alt"):
             if k in e:
                 images.append(e[k])
-        for k in ("spoken", "sound"):
+        for k in ("spoken", "sound", "spoken_new_voice", "sound_new_voice"):
             if k in e:
                 clips.append(e[k])
     return images, clips
@@ -379,25 +386,27 @@ def to_batch(records: Sequence[dict[str, Any]], feats: Features) -> dict[str, An
     return {"messages": [r["messages"] for r in records], "media": media}
 
 
-def qa_record(e: dict[str, Any], image: str | None = "image", spoken: bool = False, sound: str | None = None) -> dict[str, Any]:
+def qa_record(e: dict[str, Any], image: str | None = "image", spoken: str | None = None,
+              sound: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A single-turn conversation of a ``qa`` example: the picture (``image``: the key of its path, or None
-    for no picture), the sound clip when the type needs one (``sound``: a path overriding the example's),
-    the question typed or spoken (the held-out voice's clip)."""
+    for no picture), the number-word clip when the type needs one (``sound``: the key of its path, default
+    ``"sound"``, or a path), the question typed, or spoken (``spoken``: the key of the clip, ``"spoken"`` or
+    ``"spoken_new_voice"``)."""
     media, head = [], ""
     if image is not None:
         media.append({"kind": "image", "path": e[image]})
         head += "<|image|>"
     if e["type"] in ("sound", "cross"):
-        media.append({"kind": "audio", "path": sound or e["sound"]})
+        key = sound or "sound"
+        media.append({"kind": "audio", "path": e.get(key, key)})
         head += "<|audio|>"
     if spoken:
-        media.append({"kind": "audio", "path": e["spoken"]})
+        media.append({"kind": "audio", "path": e[spoken]})
         text = "<|audio|>"
     else:
         text = e["question"]
     content = f"{head}\n{text}" if head else text
     return {"messages": [{"role": "user", "content": content}], "media": media}
-
 
 
 # -- command ----------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 For the ``qa`` examples of a split (one question each, ``per_type`` of each type, in a fixed order):
 
 * ``typed``: the real picture, the question typed;
-* ``spoken``: the real picture, the question spoken by a held-out voice (never heard in training);
+* ``spoken``: the real picture, the question spoken by a training voice (the scene is new, the voice not);
+* ``spoken_new_voice``: the same with a voice never heard in training (the number-word clips too);
 * ``other_image``: another scene's picture (the next scene of the split), typed: near chance if the
   picture is what answers;
 * ``no_image``: no picture at all, typed;
@@ -93,12 +94,15 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
     image_of = {e["scene"]: e["image"] for e in items}
     other = {s: image_of[scenes[(i + 1) % len(scenes)]] for i, s in enumerate(scenes)}
     n_sound = len(sound_items)
-    wanted = conditions or ("typed", "spoken", "other_image", "no_image", "alt_renderer", "shuffled_sound",
-                            "heldout_combinations")  # fmt: skip
+    wanted = conditions or ("typed", "spoken", "spoken_new_voice", "other_image", "no_image", "alt_renderer",
+                            "shuffled_sound", "heldout_combinations")  # fmt: skip
     runs: dict[str, tuple[list[dict], list[dict]]] = {}
     runs["typed"] = (items, [qa_record(e) for e in items])
     if "spoken" in wanted:
-        runs["spoken"] = (items, [qa_record(e, spoken=True) for e in items])
+        runs["spoken"] = (items, [qa_record(e, spoken="spoken") for e in items])
+    if "spoken_new_voice" in wanted:
+        runs["spoken_new_voice"] = (items, [qa_record(e, spoken="spoken_new_voice", sound="sound_new_voice")
+                                            for e in items])  # fmt: skip
     if "other_image" in wanted:
         runs["other_image"] = (items, [qa_record({**e, "image": other[e["scene"]]}) for e in items])
     if "no_image" in wanted:

@@ -80,7 +80,7 @@ class ChatTask(Task):
 
     def validate(self, step: int, logger: Any) -> dict[str, float] | None:
         """Reply-token loss on ``eval_rows`` valid examples; stage 2: typed-question accuracy on ``eval_answers``;
-        with a CTC head: the audio projector's WER on spoken valid questions (held-out voices)."""
+        with a CTC head: the audio projector's WER on spoken valid questions in held-out voices."""
         import torch
 
         from auralm.components.generation import GenerationConfig
@@ -101,7 +101,7 @@ class ChatTask(Task):
                 out["valid/caption_loss"] = total / tokens
             if model.ctc is not None and qa:
                 spoken = [e for e in qa if e["type"] not in ("sound", "cross")][:32]
-                items = [{"kind": "audio", "states": self.feats.audio(e["spoken"])} for e in spoken]
+                items = [{"kind": "audio", "states": self.feats.audio(e["spoken_new_voice"])} for e in spoken]
                 hyps = model.transcribe(items)
                 with contextlib.suppress(ValueError):
                     out["valid/ctc_wer"] = wer([e["question"] for e in spoken], hyps)
