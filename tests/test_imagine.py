@@ -12,7 +12,6 @@ from auralm.components.encoders import build_audio_encoder, build_text_encoder, 
 from auralm.core.errors import AudioError, ConfigError
 from auralm.recipes.imagine.model import (
     Aligner,
-    AlignerConfig,
     ConvAdapter,
     DiffusionConfig,
     JudgeConfig,

@@ -125,7 +125,7 @@ def load_diffusers_pipeline(name_or_pipe: Any, device: str | None = None) -> Any
         try:
             pipe = DiffusionPipeline.from_pretrained(str(folder) if folder.is_dir() else str(name_or_pipe),
                                                      local_files_only=True, safety_checker=None)  # fmt: skip
-        except (OSError, ValueError, EnvironmentError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelNotFoundError(f"{name_or_pipe}: no diffusers pipeline in that folder or in the local Hugging Face "
                                      f"cache ({str(exc)[:120]}); fetch it where there is internet") from None  # fmt: skip
     for part in ("unet", "vae", "scheduler"):
@@ -188,7 +188,7 @@ class ImaginePipeline:
         self._audio, self._text = audio_encoder, text_encoder
         self.unet, self.pipe, self.judge = unet, diffusers_pipe, judge
         self.steps, self.guidance, self.folder = steps, guidance, folder
-        self.scheduler = None
+        self.scheduler, self.diffusion_cfg = None, diffusion_cfg
         m = aligner_cfg.model
         if text_encoder is not None and text_encoder.dim != m.text_dim:
             raise ConfigError(f"text encoder {text_encoder.name} gives {text_encoder.dim}-wide states, but the aligner"

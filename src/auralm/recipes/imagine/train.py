@@ -108,6 +108,8 @@ class AlignerTask(Task):
         self.aligner = Aligner(cfg.model)
         self.align_loss = AlignmentLoss(cfg.loss, cfg.model.tokens, cfg.model.text_dim)
         self.model = torch.nn.ModuleDict({"aligner": self.aligner, "loss": self.align_loss})
+        self.text_states: dict[str, tuple[torch.Tensor, int]] = {}
+        encode_texts(self.text, [r.text for r in self.train_rows], self.text_states)
         self.generators = {"data": torch.Generator().manual_seed(cfg.optim.seed)}
         self.device = torch.device("cpu")
 
@@ -118,8 +120,6 @@ class AlignerTask(Task):
     def global_batch(self, step: int) -> list[int]:
         return torch.randint(0, len(self.train_rows), (self.cfg.optim.batch_size,), generator=self.generators["data"]).tolist()
 
-        self.text_states: dict[str, tuple[torch.Tensor, int]] = {}
-        encode_texts(self.text, [r.text for r in self.train_rows], self.text_states)
 
     def batch_tensors(self, rows: list, feats: list) -> tuple[torch.Tensor, ...]:
         x, lens = pad_features(feats)
