@@ -10,6 +10,7 @@ from transformers import BertConfig, CLIPTextConfig, CLIPTextModel, WhisperConfi
 
 from auralm.components.encoders import build_audio_encoder, build_text_encoder, word_tokenizer
 from auralm.core.errors import AudioError, ConfigError
+from auralm.recipes.imagine.config import AlignerTrainConfig
 from auralm.recipes.imagine.model import (
     Aligner,
     ConvAdapter,
@@ -21,7 +22,6 @@ from auralm.recipes.imagine.model import (
     scene_labels,
 )
 from auralm.recipes.imagine.pipeline import ImaginePipeline, sd_generate
-from auralm.recipes.imagine.train import AlignerTrainConfig
 
 TINY_WHISPER = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
                     encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=50)  # 1 s window

@@ -18,11 +18,74 @@ from typing import Any
 
 import torch
 
+from auralm.components.contrastive import token_stats
 from auralm.core.errors import ConfigError
 from auralm.core.progress import progress
 from auralm.recipes.imagine.data import Corpus
-from auralm.recipes.imagine.model import scene_labels
-from auralm.recipes.imagine.train import align_rows, evaluate_aligner, judge_accuracy, judge_set
+from auralm.recipes.imagine.model import Aligner, Judge, JudgeConfig, scene_labels
+from auralm.recipes.imagine.pipeline import align_rows
+
+
+@torch.no_grad()
+def evaluate_aligner(aligner: Aligner, text: Any, rows: list, feats: list, corpus: Corpus) -> dict[str, float]:
+    """Held-out alignment: R@1/5/10 audio -> text and text -> audio among the rows' captions (equal captions are
+    all correct), cosine / MSE / norm ratio over real tokens, token-count accuracy; and R@1 with the audio of
+    another clip (shuffled: the chance level)."""
+    from auralm.components.contrastive import masked_mean_vectors
+    from auralm.metrics.retrieval import recall_at_k
+
+    pred, plens = align_rows(aligner, feats)
+    target, tlens = text.encode([r.text for r in rows], pad_to_max=True)
+    ids = [corpus.caption_id(r.text) for r in rows]
+    a = masked_mean_vectors(pred, plens)
+    t = masked_mean_vectors(target, tlens)
+    out: dict[str, float] = {}
+    for name, (q, k) in {"a2t": (a, t), "t2a": (t, a)}.items():
+        out.update({f"{name}_{m}": v for m, v in recall_at_k(q, k, ids, ids).items() if m.startswith("r@")})
+    perm = torch.roll(torch.arange(len(rows)), 1)
+    out["a2t_r@1_shuffled"] = recall_at_k(a[perm], t, ids, ids, ks=(1,))["r@1"]
+    out.update({k: float(v) for k, v in token_stats(pred, target, tlens).items()})
+    out["length_acc"] = float((plens == tlens).float().mean())
+    out["n"] = float(len(rows))
+    return out
+
+
+def alt_image(scene: dict[str, Any], size: int) -> torch.Tensor:
+    import numpy as np
+
+    from auralm.data.scenes import render_scene_alt
+
+    arr = np.asarray(render_scene_alt(scene, size).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def judge_set(corpus: Corpus, split: str, cfg: JudgeConfig, alt: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Images of a split (drawn by the corpus's renderer, or by the other one) and the judge's labels."""
+    scenes = corpus.scene_list(split)
+    images = torch.stack([alt_image(s, cfg.image_size) if alt else corpus.image(s) for s in scenes])
+    labels = [scene_labels(s, cfg) for s in scenes]
+    return images, {k: torch.tensor([lab[k] for lab in labels]) for k in cfg.heads()}
+
+
+@torch.no_grad()
+def judge_predict(judge: Judge, images: torch.Tensor, batch: int = 128) -> dict[str, torch.Tensor]:
+    judge.eval()
+    outs: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(images), batch):
+        for k, v in judge(images[i : i + batch]).items():
+            outs.setdefault(k, []).append(v.argmax(-1))
+    return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def judge_accuracy(judge: Judge, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy per attribute, their mean (``mean``) and all three right at once (``all``)."""
+    pred = judge_predict(judge, images)
+    right = {k: pred[k] == labels[k] for k in labels}
+    out = {k: float(v.float().mean()) for k, v in right.items()}
+    out["mean"] = sum(out[k] for k in labels) / len(labels)
+    out["all"] = float(torch.stack(list(right.values())).all(0).float().mean())
+    return out
+
 
 
 def eval_rows(corpus: Corpus, n: int) -> list:

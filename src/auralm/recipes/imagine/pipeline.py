@@ -28,6 +28,7 @@ import yaml
 
 from auralm.core.config import Config, check_recipe, help_field, recipe_field
 from auralm.core.errors import AudioError, ConfigError, ModelNotFoundError
+from auralm.recipes.imagine.data import pad_features
 from auralm.recipes.imagine.model import Aligner, Judge, build_scheduler, build_unet, denoise, sample_images
 
 
@@ -74,7 +75,7 @@ def load_aligner(path: str | Path) -> tuple[Aligner, Any]:
     """An aligner checkpoint (run or step folder) -> (Aligner in eval mode, its AlignerTrainConfig)."""
     from safetensors.torch import load_file
 
-    from auralm.recipes.imagine.train import AlignerTrainConfig
+    from auralm.recipes.imagine.config import AlignerTrainConfig
 
     folder = _checkpoint(path)
     if _kind(folder).get("kind") != "aligner":
@@ -89,7 +90,7 @@ def load_diffusion(path: str | Path) -> tuple[Any, Any]:
     """A diffusion checkpoint -> (UNet2DConditionModel in eval mode, its DiffusionTrainConfig)."""
     from safetensors.torch import load_file
 
-    from auralm.recipes.imagine.train import DiffusionTrainConfig
+    from auralm.recipes.imagine.config import DiffusionTrainConfig
 
     folder = _checkpoint(path)
     if _kind(folder).get("kind") != "diffusion":
@@ -103,7 +104,7 @@ def load_diffusion(path: str | Path) -> tuple[Any, Any]:
 def load_judge(path: str | Path) -> tuple[Judge, Any]:
     from safetensors.torch import load_file
 
-    from auralm.recipes.imagine.train import JudgeTrainConfig
+    from auralm.recipes.imagine.config import JudgeTrainConfig
 
     folder = _checkpoint(path)
     if _kind(folder).get("kind") != "judge":
@@ -168,6 +169,21 @@ def sd_generate(pipe: Any, states: torch.Tensor, mask: torch.Tensor | None, *, s
     images = vae.decode(latents / vae.config.scaling_factor).sample
     arr = ((images.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
     return numpy_to_pil(arr)
+
+
+@torch.no_grad()
+def align_rows(aligner: Aligner, feats: list[torch.Tensor], batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The aligner's states ``(B, N, Dt)`` and predicted lengths of cached audio states, in batches."""
+    aligner.eval()
+    dev = next(aligner.parameters()).device
+    states, lens = [], []
+    for i in range(0, len(feats), batch):
+        x, n = pad_features(feats[i : i + batch])
+        s, ln = aligner.predict(x.to(dev), n)
+        states.append(s.cpu())
+        lens.append(ln.cpu())
+    return torch.cat(states), torch.cat(lens)
+
 
 
 def to_pil(images: torch.Tensor) -> list[Any]:
@@ -285,8 +301,6 @@ class ImaginePipeline:
 
     def audio_states(self, audio: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio -> the aligner's ``(B, N, Dt)`` states and the predicted token counts ``(B,)``."""
-        from auralm.recipes.imagine.train import align_rows
-
         return align_rows(self.aligner, self.audio_features(audio))
 
     def text_states(self, text: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,6 @@ made it and its weights (``aligner.safetensors`` + ``queue.safetensors``, ``unet
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from auralm.components.contrastive import AlignLossConfig, AlignmentLoss, token_stats
-from auralm.core.config import check_recipe, help_field, recipe_field
+from auralm.components.contrastive import AlignmentLoss
 from auralm.core.errors import ConfigError
+from auralm.recipes.imagine.config import AlignerTrainConfig, DiffusionTrainConfig, JudgeTrainConfig
 from auralm.recipes.imagine.data import Corpus, pad_features
+from auralm.recipes.imagine.evaluate import evaluate_aligner, judge_accuracy, judge_set
 from auralm.recipes.imagine.model import (
     Aligner,
-    AlignerConfig,
-    DiffusionConfig,
     Judge,
-    JudgeConfig,
     build_scheduler,
     build_unet,
     diffusion_loss,
     null_condition,
-    scene_labels,
 )
-from auralm.training.config import OptimConfig, RunConfig
 from auralm.training.loop import Task
+
+__all__ = ["AlignerTrainConfig", "DiffusionTrainConfig", "JudgeTrainConfig", "train_aligner", "train_diffusion",
+           "train_judge"]
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -61,44 +59,6 @@ def _check_corpus(cfg: Any) -> None:
 
 
 # -- aligner --------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class AlignerOptimConfig(OptimConfig):
-    lr: float = help_field(5e-4, "peak learning rate (AdamW)")
-    weight_decay: float = help_field(0.01, "AdamW weight decay")
-    warmup_steps: int = help_field(100, "linear warm-up steps")
-    batch_size: int = help_field(32, "GLOBAL clips per optimizer step")
-    max_steps: int = help_field(1500, "optimizer steps")
-    min_lr_frac: float = help_field(0.05, "the cosine decay ends at lr * this")
-
-
-@dataclasses.dataclass
-class AlignerTrainConfig(RunConfig):
-    """Settings of ``auralm imagine train-aligner``."""
-
-    recipe: str = recipe_field("imagine")
-    kind: str = help_field("aligner", "always 'aligner' (what loaders read)")
-    out: str = help_field("runs/imagine-aligner", "run folder")
-    optim: AlignerOptimConfig = help_field(default_factory=AlignerOptimConfig, help="optimizer + run length")
-    eval_every: int = help_field(250, "validate every K steps (and at the end)")
-    corpus: str = help_field("", "corpus folder (imagine.data.build_corpus)")
-    model: AlignerConfig = help_field(default_factory=AlignerConfig, help="aligner shape (widths and N are set "
-                                      "from the encoders)")  # fmt: skip
-    loss: AlignLossConfig = help_field(default_factory=AlignLossConfig, help="alignment loss")
-    length_weight: float = help_field(0.1, "weight of the token-count cross-entropy")
-    text_max_length: int = help_field(40, "tokens N of the text encoder's fixed-length states")
-    max_eval: int = help_field(100, "valid clips scored by the validation")
-
-    RESUMABLE = RunConfig.RESUMABLE | {"max_eval"}
-
-    def validate(self) -> None:
-        check_recipe(self, "imagine")
-        super().validate()
-        if self.kind != "aligner":
-            raise ConfigError(f"AlignerTrainConfig.kind must be 'aligner', got {self.kind!r}")
-        if self.length_weight < 0 or self.max_eval < 2:
-            raise ConfigError("AlignerTrainConfig: length_weight must be >= 0 and max_eval >= 2")
-
-
 class AlignerTask(Task):
     def __init__(self, cfg: AlignerTrainConfig, corpus: Corpus, text_encoder: Any, train: list, valid: list):
         self.cfg, self.corpus, self.text = cfg, corpus, text_encoder
@@ -165,44 +125,6 @@ def encode_texts(text: Any, texts: list[str], cache: dict[str, tuple[torch.Tenso
             cache[t] = (s_.to(torch.float16), int(n))
 
 
-@torch.no_grad()
-def align_rows(aligner: Aligner, feats: list[torch.Tensor], batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The aligner's states ``(B, N, Dt)`` and predicted lengths of cached audio states, in batches."""
-    aligner.eval()
-    dev = next(aligner.parameters()).device
-    states, lens = [], []
-    for i in range(0, len(feats), batch):
-        x, n = pad_features(feats[i : i + batch])
-        s, ln = aligner.predict(x.to(dev), n)
-        states.append(s.cpu())
-        lens.append(ln.cpu())
-    return torch.cat(states), torch.cat(lens)
-
-
-@torch.no_grad()
-def evaluate_aligner(aligner: Aligner, text: Any, rows: list, feats: list, corpus: Corpus) -> dict[str, float]:
-    """Held-out alignment: R@1/5/10 audio -> text and text -> audio among the rows' captions (equal captions are
-    all correct), cosine / MSE / norm ratio over real tokens, token-count accuracy; and R@1 with the audio of
-    another clip (shuffled: the chance level)."""
-    from auralm.components.contrastive import masked_mean_vectors
-    from auralm.metrics.retrieval import recall_at_k
-
-    pred, plens = align_rows(aligner, feats)
-    target, tlens = text.encode([r.text for r in rows], pad_to_max=True)
-    ids = [corpus.caption_id(r.text) for r in rows]
-    a = masked_mean_vectors(pred, plens)
-    t = masked_mean_vectors(target, tlens)
-    out: dict[str, float] = {}
-    for name, (q, k) in {"a2t": (a, t), "t2a": (t, a)}.items():
-        out.update({f"{name}_{m}": v for m, v in recall_at_k(q, k, ids, ids).items() if m.startswith("r@")})
-    perm = torch.roll(torch.arange(len(rows)), 1)
-    out["a2t_r@1_shuffled"] = recall_at_k(a[perm], t, ids, ids, ks=(1,))["r@1"]
-    out.update({k: float(v) for k, v in token_stats(pred, target, tlens).items()})
-    out["length_acc"] = float((plens == tlens).float().mean())
-    out["n"] = float(len(rows))
-    return out
-
-
 def prepare_aligner(cfg: AlignerTrainConfig) -> tuple[AlignerTrainConfig, Corpus, Any, Any]:
     """The corpus, the text and audio encoders' identities, and ``cfg`` with the widths and N set from them."""
     from auralm.components.encoders import build_text_encoder
@@ -255,43 +177,6 @@ def _report(cmd: str, ckpt: Path, keys: tuple[str, ...]) -> None:
 
 
 # -- diffusion ------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class DiffusionOptimConfig(OptimConfig):
-    lr: float = help_field(1e-3, "peak learning rate (AdamW)")
-    warmup_steps: int = help_field(100, "linear warm-up steps")
-    batch_size: int = help_field(32, "GLOBAL images per optimizer step")
-    max_steps: int = help_field(1500, "optimizer steps")
-    min_lr_frac: float = help_field(0.1, "the cosine decay ends at lr * this")
-
-
-@dataclasses.dataclass
-class DiffusionTrainConfig(RunConfig):
-    """Settings of ``auralm imagine train-diffusion``."""
-
-    recipe: str = recipe_field("imagine")
-    kind: str = help_field("diffusion", "always 'diffusion' (what loaders read)")
-    out: str = help_field("runs/imagine-diffusion", "run folder")
-    optim: DiffusionOptimConfig = help_field(default_factory=DiffusionOptimConfig, help="optimizer + run length")
-    eval_every: int = help_field(500, "validate every K steps (and at the end)")
-    corpus: str = help_field("", "corpus folder (its train scenes' images and captions)")
-    model: DiffusionConfig = help_field(default_factory=DiffusionConfig, help="UNet and noise schedule")
-    text_encoder: str = help_field("all-minilm-l6-v2", "text encoder whose states condition the UNet")
-    text_max_length: int = help_field(40, "tokens N of the conditioning states")
-    cfg_dropout: float = help_field(0.1, "fraction of images trained with the null condition (classifier-free guidance)")
-    ema: float = help_field(0.0, "EMA decay of the weights used for sampling (0: none)")
-    max_eval: int = help_field(64, "valid scenes scored by the validation loss")
-
-    RESUMABLE = RunConfig.RESUMABLE | {"max_eval"}
-
-    def validate(self) -> None:
-        check_recipe(self, "imagine")
-        super().validate()
-        if self.kind != "diffusion":
-            raise ConfigError(f"DiffusionTrainConfig.kind must be 'diffusion', got {self.kind!r}")
-        if not 0 <= self.cfg_dropout < 1 or not 0 <= self.ema < 1:
-            raise ConfigError("DiffusionTrainConfig: cfg_dropout and ema must be in [0, 1)")
-
-
 class DiffusionTask(Task):
     def __init__(self, cfg: DiffusionTrainConfig, text: Any, images: torch.Tensor, captions: list[list[str]],
                  valid: tuple[torch.Tensor, list[str]]):  # fmt: skip
@@ -399,75 +284,6 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
 
 
 # -- judge ----------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class JudgeOptimConfig(OptimConfig):
-    lr: float = help_field(2e-3, "peak learning rate (AdamW)")
-    weight_decay: float = help_field(1e-4, "AdamW weight decay")
-    warmup_steps: int = help_field(50, "linear warm-up steps")
-    batch_size: int = help_field(64, "GLOBAL images per optimizer step")
-    max_steps: int = help_field(600, "optimizer steps")
-
-
-@dataclasses.dataclass
-class JudgeTrainConfig(RunConfig):
-    """Settings of ``auralm imagine train-judge`` (the demo trains it; it never sees a generated image)."""
-
-    recipe: str = recipe_field("imagine")
-    kind: str = help_field("judge", "always 'judge' (what loaders read)")
-    out: str = help_field("runs/imagine-judge", "run folder")
-    optim: JudgeOptimConfig = help_field(default_factory=JudgeOptimConfig, help="optimizer + run length")
-    eval_every: int = help_field(200, "validate every K steps (and at the end)")
-    corpus: str = help_field("", "corpus folder (its train scenes)")
-    model: JudgeConfig = help_field(default_factory=JudgeConfig, help="judge shape and classes")
-    alt_frac: float = help_field(0.5, "fraction of training drawings made by the other renderer (render_scene_alt)")
-    noise: float = help_field(0.05, "largest std of the pixel noise added in training (images in [0, 1])")
-
-    def validate(self) -> None:
-        check_recipe(self, "imagine")
-        super().validate()
-        if self.kind != "judge":
-            raise ConfigError(f"JudgeTrainConfig.kind must be 'judge', got {self.kind!r}")
-        if not 0 <= self.alt_frac <= 1 or self.noise < 0:
-            raise ConfigError("JudgeTrainConfig: alt_frac must be in [0, 1] and noise >= 0")
-
-
-def alt_image(scene: dict[str, Any], size: int) -> torch.Tensor:
-    import numpy as np
-
-    from auralm.data.scenes import render_scene_alt
-
-    arr = np.asarray(render_scene_alt(scene, size).convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-
-
-def judge_set(corpus: Corpus, split: str, cfg: JudgeConfig, alt: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Images of a split (drawn by the corpus's renderer, or by the other one) and the judge's labels."""
-    scenes = corpus.scene_list(split)
-    images = torch.stack([alt_image(s, cfg.image_size) if alt else corpus.image(s) for s in scenes])
-    labels = [scene_labels(s, cfg) for s in scenes]
-    return images, {k: torch.tensor([lab[k] for lab in labels]) for k in cfg.heads()}
-
-
-@torch.no_grad()
-def judge_predict(judge: Judge, images: torch.Tensor, batch: int = 128) -> dict[str, torch.Tensor]:
-    judge.eval()
-    outs: dict[str, list[torch.Tensor]] = {}
-    for i in range(0, len(images), batch):
-        for k, v in judge(images[i : i + batch]).items():
-            outs.setdefault(k, []).append(v.argmax(-1))
-    return {k: torch.cat(v) for k, v in outs.items()}
-
-
-def judge_accuracy(judge: Judge, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Accuracy per attribute, their mean (``mean``) and all three right at once (``all``)."""
-    pred = judge_predict(judge, images)
-    right = {k: pred[k] == labels[k] for k in labels}
-    out = {k: float(v.float().mean()) for k, v in right.items()}
-    out["mean"] = sum(out[k] for k in labels) / len(labels)
-    out["all"] = float(torch.stack(list(right.values())).all(0).float().mean())
-    return out
-
-
 class JudgeTask(Task):
     def __init__(self, cfg: JudgeTrainConfig, train: tuple, alt: tuple, valid: tuple):
         self.cfg, self.train, self.alt, self.valid = cfg, train, alt, valid
