@@ -3,7 +3,8 @@
     PYTHONPATH=src python experiments/imagine_aligner_ablation.py --corpus runs/imagine-demo/corpus \
         --out runs/imagine-ablation --steps 600 [--variants full,no_queue,no_norm,seed]
 
-Trains one aligner per variant (same data order, seed, steps and batch; only ``loss`` differs), then scores each on
+Trains one aligner per variant (the imagine-demo preset's aligner; same data order, seed, steps and batch; only
+``loss`` differs), then scores each on
 the first 100 held-out test clips: R@1/5/10 audio -> text and text -> audio, the shuffled-audio control, token
 cosine, norm ratio. Writes ``OUT/ablation.json`` and ``OUT/ablation.md``. Uses the library's public parts only.
 """
@@ -15,9 +16,10 @@ import json
 from pathlib import Path
 
 from auralm.components.contrastive import AlignLossConfig
+from auralm.core.config import load_preset
 from auralm.core.io import atomic_write_text
-from auralm.recipes.imagine.config import AlignerTrainConfig
 from auralm.recipes.imagine.data import Corpus
+from auralm.recipes.imagine.demo import DemoConfig
 from auralm.recipes.imagine.evaluate import eval_rows, evaluate_aligner
 from auralm.recipes.imagine.pipeline import load_aligner
 from auralm.recipes.imagine.train import train_aligner
@@ -40,15 +42,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--variants", default="full,no_queue,no_norm,seed")
     p.add_argument("--n", type=int, default=100, help="held-out clips scored")
+    p.add_argument("--preset", default="imagine-demo", help="demo preset whose aligner settings are used")
     a = p.parse_args()
     corpus = Corpus(a.corpus)
     rows = eval_rows(corpus, a.n)
     results = {}
     for name in a.variants.split(","):
-        cfg = AlignerTrainConfig.from_dict({"corpus": a.corpus, "out": str(Path(a.out) / name), "logger": "none",
-                                            "eval_every": a.steps, "optim": {"max_steps": a.steps, "batch_size": a.batch,
-                                            "warmup_steps": min(100, a.steps // 10)}})  # fmt: skip
-        cfg = cfg.replace(loss=VARIANTS[name])
+        base = DemoConfig.from_dict(load_preset(a.preset)).aligner  # the shipped aligner: model, lr, schedule
+        cfg = base.replace(corpus=a.corpus, out=str(Path(a.out) / name), logger="none", eval_every=a.steps,
+                           optim=base.optim.replace(max_steps=a.steps, batch_size=a.batch,
+                                                    warmup_steps=min(base.optim.warmup_steps, a.steps // 10)),
+                           loss=VARIANTS[name])  # fmt: skip
         ckpt = train_aligner(cfg)
         aligner, acfg = load_aligner(ckpt)
         from auralm.components.encoders import build_text_encoder

@@ -39,7 +39,7 @@ class AlignerConfig(Config):
     audio_dim: int = help_field(384, "width of the audio encoder's states (Da)")
     text_dim: int = help_field(384, "width of the text encoder's states (Dt)")
     tokens: int = help_field(40, "token count N (the text encoder's max_length)")
-    hidden: int = help_field(256, "adapter / query width H")
+    hidden: int = help_field(128, "adapter / query width H")
     conv_layers: int = help_field(2, "stride-2 conv layers of the adapter (kernel 3)")
     layers: int = help_field(2, "query transformer layers (self-attention + cross-attention + MLP)")
     heads: int = help_field(4, "attention heads")
