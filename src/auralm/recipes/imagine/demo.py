@@ -135,7 +135,9 @@ def report(m: dict[str, Any], cfg: DemoConfig) -> str:
                   _row("from another clip's audio", m["judged_other_audio"]),
                   f"| chance | {m['chance']['colour']:.3f} | {m['chance']['shape']:.3f} | {m['chance']['count']:.3f} | "
                   f"{m['chance']['mean']:.3f} | |", "",
-                  f"Spoken / text (mean accuracy): **{m['audio_over_text']:.2f}** (the bar: at least 0.8).", ""]  # fmt: skip
+                  f"Spoken / text (mean accuracy): **{m['audio_over_text']:.2f}** (the bar: at least 0.8; it means something "
+                  f"only where the text's images beat chance, {m['chance']['mean']:.3f}, and the other clip's audio does "
+                  "not).", ""]  # fmt: skip
     lines += ["## Retrieval (the aligner)", "",
               f"Among {int(r['n'])} held-out captions: audio -> text R@1 {r['a2t_r@1']:.3f}, R@5 {r['a2t_r@5']:.3f}, "
               f"R@10 {r['a2t_r@10']:.3f}; text -> audio R@1 {r['t2a_r@1']:.3f}, R@5 {r['t2a_r@5']:.3f}; with another "
