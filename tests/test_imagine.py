@@ -131,6 +131,11 @@ def test_offline_unet_samples_are_seeded_and_masked():
     changed = states.clone()
     changed[0, 3:] = 7.0
     assert torch.allclose(sample_images(unet, sched, changed, mask, steps=3, seed=5)[0], a[0], atol=1e-5)
+    # the ancestral sampler draws fresh noise each step, from each item's own seeded stream
+    ddpm = build_scheduler(cfg, "ddpm")
+    d = sample_images(unet, ddpm, states, mask, steps=4, seed=5)
+    assert torch.equal(d, sample_images(unet, ddpm, states, mask, steps=4, seed=5))
+    assert torch.allclose(sample_images(unet, ddpm, states[1:], mask[1:], steps=4, seed=6)[0], d[1], atol=1e-5)
 
 
 def test_bad_audio_is_refused_and_long_audio_is_windowed(clip_text, audio_encoder, sd_pipe):

@@ -167,7 +167,7 @@ def eval_cli(argv: list[str]) -> int:
         aligner, acfg = load_aligner(a.aligner)
         pipe = ImaginePipeline(aligner, acfg, text_encoder=_text(acfg), unet=pipe.unet, diffusers_pipe=pipe.pipe,
                                judge=pipe.judge, steps=pipe.steps, guidance=pipe.guidance,
-                               diffusion_cfg=getattr(pipe, "diffusion_cfg", None))  # fmt: skip
+                               diffusion_cfg=pipe.diffusion_cfg, sampler=pipe.sampler)  # fmt: skip
     metrics = evaluate(pipe, Corpus(a.corpus), n_retrieval=a.n_retrieval, n_judge=a.n_judge, steps=a.steps,
                        guidance=a.guidance, seed=a.seed, grid=a.grid)  # fmt: skip
     if a.out:

@@ -18,6 +18,7 @@ attention mask the generator honours (as the text encoder's lengths do for text)
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any
 
@@ -207,8 +208,10 @@ def denoise(unet: Any, scheduler: Any, states: torch.Tensor, mask: torch.Tensor 
     dev = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
     b = states.shape[0]
-    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(b)])
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(b)]  # one stream per item (noise and steps)
+    x = torch.stack([torch.randn(shape, generator=g) for g in gens])
     x = (x * init_sigma).to(dev, dtype)
+    stochastic = "generator" in inspect.signature(scheduler.step).parameters
     scheduler.set_timesteps(steps)
     states = states.to(dev, dtype)
     mask = None if mask is None else mask.to(dev)
@@ -230,14 +233,18 @@ def denoise(unet: Any, scheduler: Any, states: torch.Tensor, mask: torch.Tensor 
             eps = uncond + guidance * (cond - uncond)
         else:
             eps = unet(inp, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-        x = scheduler.step(eps, t, x).prev_sample
+        if stochastic:  # ancestral samplers (DDPM) draw noise each step: from the items' own streams, on the CPU
+            x = scheduler.step(eps.cpu().float(), t, x.cpu().float(), generator=gens).prev_sample.to(dev, dtype)
+        else:
+            x = scheduler.step(eps, t, x).prev_sample
     return x
 
 
 @torch.no_grad()
 def sample_images(unet: Any, scheduler: Any, states: torch.Tensor, mask: torch.Tensor, *, steps: int = 50,
                   guidance: float = 3.0, seed: int = 0) -> torch.Tensor:  # fmt: skip
-    """DDIM sampling of the pixel UNet with classifier-free guidance (the null condition):
+    """Sampling of the pixel UNet (``scheduler``: DDIM, or DDPM's ancestral sampler) with classifier-free guidance
+    (the null condition):
     ``(B, N, D)`` states -> ``(B, 3, S, S)`` images in [0, 1] (on the CPU)."""
     size = unet.config.sample_size
     null = null_condition(1, states.shape[1], states.shape[2])

@@ -42,6 +42,7 @@ class ImagineBundle(Config):
     diffusion: str = help_field("diffusion", "pixel UNet checkpoint folder ('' = use `generator`)")
     judge: str = help_field("judge", "judge checkpoint folder ('' = none)")
     generator: str = help_field("", "a diffusers pipeline (folder or HF id) instead of the pixel UNet")
+    sampler: str = help_field("ddpm", "sampler of the pixel UNet: ddpm (ancestral, seeded per item) or ddim")
     steps: int = help_field(50, "default sampling steps")
     guidance: float = help_field(3.0, "default classifier-free guidance scale")
 
@@ -51,6 +52,8 @@ class ImagineBundle(Config):
             raise ConfigError(f"ImagineBundle.kind must be 'bundle', got {self.kind!r}")
         if not self.diffusion and not self.generator:
             raise ConfigError("ImagineBundle: name a diffusion checkpoint or a generator")
+        if self.sampler not in ("ddpm", "ddim"):
+            raise ConfigError(f"ImagineBundle.sampler must be ddpm or ddim, got {self.sampler!r}")
         if self.steps < 1 or self.guidance < 0:
             raise ConfigError("ImagineBundle: steps must be >= 1 and guidance >= 0")
 
@@ -199,7 +202,8 @@ class ImaginePipeline:
 
     def __init__(self, aligner: Aligner, aligner_cfg: Any, *, audio_encoder: Any = None, text_encoder: Any = None,
                  unet: Any = None, diffusers_pipe: Any = None, judge: Any = None, steps: int = 50,
-                 guidance: float = 3.0, folder: Path | None = None, diffusion_cfg: Any = None):  # fmt: skip
+                 guidance: float = 3.0, folder: Path | None = None, diffusion_cfg: Any = None,
+                 sampler: str = "ddpm"):  # fmt: skip
         self.aligner, self.aligner_cfg = aligner, aligner_cfg
         self._audio, self._text = audio_encoder, text_encoder
         self.unet, self.pipe, self.judge = unet, diffusers_pipe, judge
@@ -219,7 +223,8 @@ class ImaginePipeline:
                                   f"the aligner gives {m.text_dim}")  # fmt: skip
             from auralm.recipes.imagine.model import DiffusionConfig
 
-            self.scheduler = build_scheduler(diffusion_cfg or DiffusionConfig(), "ddim")
+            self.scheduler = build_scheduler(diffusion_cfg or DiffusionConfig(), sampler)
+        self.sampler = sampler
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -229,7 +234,7 @@ class ImaginePipeline:
         UNet; ``text_encoder``/``audio_encoder`` (names or objects) replace the ones the aligner was trained with."""
         folder = Path(path)
         data = _kind(folder) if (folder / "config.yaml").is_file() else {}
-        unet, judge, dcfg, steps, guidance = None, None, None, 50, 3.0
+        unet, judge, dcfg, steps, guidance, sampler = None, None, None, 50, 3.0, "ddpm"
         if data.get("kind") == "bundle":
             b = ImagineBundle.from_yaml(folder / "config.yaml")
             aligner, acfg = load_aligner(folder / b.aligner)
@@ -238,7 +243,7 @@ class ImaginePipeline:
             if b.judge:
                 judge, _ = load_judge(folder / b.judge)
             generator = generator or (b.generator or None)
-            steps, guidance = b.steps, b.guidance
+            steps, guidance, sampler = b.steps, b.guidance, b.sampler
         else:
             aligner, acfg = load_aligner(folder)
             if generator is None:
@@ -252,7 +257,7 @@ class ImaginePipeline:
                 unet.to(device)
         return cls(aligner, acfg, audio_encoder=audio_encoder, text_encoder=text, unet=unet, diffusers_pipe=pipe,
                    judge=judge, steps=steps, guidance=guidance if pipe is None else 7.5, folder=folder,
-                   diffusion_cfg=dcfg.model if dcfg is not None else None)  # fmt: skip
+                   diffusion_cfg=dcfg.model if dcfg is not None else None, sampler=sampler)  # fmt: skip
 
     @property
     def audio_encoder(self) -> Any:
