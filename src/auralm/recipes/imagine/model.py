@@ -133,6 +133,8 @@ class DiffusionConfig(Config):
     layers_per_block: int = help_field(1, "resnet layers per UNet block")
     head_dim: int = help_field(32, "attention head width")
     attention_levels: int = help_field(1, "resolution levels (from the coarsest) whose blocks cross-attend to the states")
+    pooled: bool = help_field(True, "also add an attention-pooled summary of the states to the time embedding "
+                                    "(diffusers addition_embed_type='text'): global conditioning, learnt sooner")
     train_timesteps: int = help_field(1000, "DDPM training timesteps")
     beta_schedule: str = help_field("squaredcos_cap_v2", "DDPM beta schedule (diffusers name)")
     prediction_type: str = help_field("epsilon", "epsilon or v_prediction")
@@ -160,6 +162,7 @@ def build_unet(cfg: DiffusionConfig) -> Any:
         sample_size=cfg.image_size, in_channels=3, out_channels=3, layers_per_block=cfg.layers_per_block,
         block_out_channels=tuple(cfg.channels), down_block_types=tuple(down), up_block_types=tuple(up),
         cross_attention_dim=cfg.cond_dim, attention_head_dim=cfg.head_dim, norm_num_groups=32,
+        addition_embed_type="text" if cfg.pooled else None, addition_embed_type_num_heads=max(1, cfg.cond_dim // 64),
     )  # fmt: skip
 
 
@@ -190,6 +193,7 @@ def diffusion_loss(unet: Any, scheduler: Any, images: torch.Tensor, states: torc
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(images.device)
     noisy = scheduler.add_noise(images, noise, t)
     target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(images, noise, t)
+    states = states * mask[:, :, None].to(states)  # padding states zeroed: the pooled summary sees real tokens only
     pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
     return F.mse_loss(pred.float(), target.float())
 
@@ -247,6 +251,7 @@ def sample_images(unet: Any, scheduler: Any, states: torch.Tensor, mask: torch.T
     (the null condition):
     ``(B, N, D)`` states -> ``(B, 3, S, S)`` images in [0, 1] (on the CPU)."""
     size = unet.config.sample_size
+    states = states * mask[:, :, None].to(states)  # as in training: padding states zeroed
     null = null_condition(1, states.shape[1], states.shape[2])
     x = denoise(unet, scheduler, states, mask, (3, size, size), steps=steps, guidance=guidance, seed=seed, null=null)
     return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
