@@ -44,6 +44,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sound interpolate": ("auralm.recipes.sound.cli:interpolate_cli", "S5: interpolate two sounds through the GPT-VAE latent"),
     "sound eval": ("auralm.recipes.sound.cli:eval_cli", "S5: judge generated sounds (Whisper accuracy, FAD-style distance)"),
     "sound demo": ("auralm.recipes.sound.cli:demo_cli", "S5: the whole sound chain on the embedded default"),
+    # S4 imagine
+    "imagine corpus": ("auralm.recipes.imagine.cli:corpus_cli", "S4: draw scenes, speak their captions, cache audio states"),
+    "imagine train-judge": ("auralm.recipes.imagine.cli:train_judge_cli", "S4: train the judge (colour, shape, count) on drawings"),
+    "imagine train-aligner": ("auralm.recipes.imagine.cli:train_aligner_cli", "S4: train the aligner (audio -> text-encoder states)"),
+    "imagine train-diffusion": ("auralm.recipes.imagine.cli:train_diffusion_cli", "S4: train the text-conditioned pixel UNet"),
+    "imagine bundle": ("auralm.recipes.imagine.cli:bundle_cli", "S4: join aligner, generator and judge into one checkpoint"),
+    "imagine generate": ("auralm.recipes.imagine.cli:generate_cli", "S4: a picture from a spoken (or written) description"),
+    "imagine eval": ("auralm.recipes.imagine.cli:eval_cli", "S4: retrieval R@k and judged attributes (text vs audio vs other audio)"),
+    "imagine demo": ("auralm.recipes.imagine.cli:demo_cli", "S4: the whole chain on the embedded default"),
     # serving, over auralm.load() pipelines
     "serve": ("auralm.serve.cli:serve_cli", "serve checkpoints over an OpenAI-compatible HTTP API (docs/serving.md)"),
     "ui": ("auralm.serve.cli:ui_cli", "serve checkpoints with a Gradio UI at /ui (and the same API)"),

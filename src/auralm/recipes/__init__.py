@@ -1,4 +1,4 @@
-"""The recipes: hear (S1) and sound (S5); caption, chat and imagine join here. Each is a package of config,
+"""The recipes: hear (S1), imagine (S4) and sound (S5); caption and chat join here. Each is a package of config,
 model, data, train, evaluate, pipeline, demo, cli and presets/, and imports no other recipe.
 
 :func:`load` is what ``auralm.load()`` calls: it reads the ``recipe`` field of a checkpoint folder's
@@ -19,6 +19,7 @@ PIPELINES: dict[str, str] = {
     "hear": "auralm.recipes.hear.pipeline:HearPipeline",
     "sound": "auralm.recipes.sound.pipeline:SoundPipeline",
     "chat": "auralm.recipes.chat.pipeline:ChatPipeline",
+    "imagine": "auralm.recipes.imagine.pipeline:ImaginePipeline",
 }
 
 

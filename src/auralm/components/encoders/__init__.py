@@ -454,3 +454,17 @@ def _vision_from_config(cfg: Any, layer: int, image_size: int | None, seed: int)
     enc = HFVisionEncoder(model, _default_preprocess(family, int(cfg.image_size)), f"{family}-random", "", layer)
     enc.revision = weights_revision(enc.model)
     return enc
+
+
+# -- text encoders (text.py) ------------------------------------------------------------------------
+from auralm.components.encoders.text import (  # noqa: E402
+    DEFAULT_TEXT_ENCODER,
+    TEXT_ENCODERS,
+    TextEncoder,
+    build_text_encoder,
+    text_encoder_names,
+    word_tokenizer,
+)
+
+__all__ += ["DEFAULT_TEXT_ENCODER", "TEXT_ENCODERS", "TextEncoder", "build_text_encoder", "text_encoder_names",
+            "word_tokenizer"]
