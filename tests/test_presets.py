@@ -9,6 +9,7 @@ from auralm.recipes.chat.config import TrainConfig as ChatTrainConfig
 from auralm.recipes.chat.demo import ChatDemoConfig
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
 from auralm.recipes.hear.demo import DemoConfig
+from auralm.recipes.imagine.demo import DemoConfig as ImagineDemoConfig
 from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here
@@ -18,6 +19,7 @@ CLASSES = {
     "hear-tiny-demo-stage1": TrainConfig, "hear-tiny-demo-stage2": TrainConfig,
     "hear-tiny": TrainConfig, "hear-tiny-cross": TrainConfig,
     "sound-demo": SoundDemoConfig, "sound-tiny": SoundDemoConfig,
+    "imagine-demo": ImagineDemoConfig, "imagine-tiny": ImagineDemoConfig,
     "chat-demo": ChatDemoConfig, "chat-tiny-demo": ChatDemoConfig,
     "chat-demo-stage1": ChatTrainConfig, "chat-demo-stage2": ChatTrainConfig, "chat-tiny": ChatTrainConfig,
 }
