@@ -34,7 +34,7 @@ class ChatDemoConfig(Config):
     stage2_preset: str = help_field("chat-demo-stage2", "preset of stage 2 (LoRA); '' to stop after stage 1")
     stage1: list = help_field([], "key=value overrides of the stage-1 preset")
     stage2: list = help_field([], "key=value overrides of the stage-2 preset")
-    per_type: int = help_field(40, "test questions per type in the evaluation (0: all)")
+    per_type: int = help_field(30, "test questions per type in the evaluation (0: all)")
     batch_size: int = help_field(16, "questions decoded at once in the evaluation")
 
     def validate(self) -> None:
