@@ -44,8 +44,8 @@ def test_demo_stage_presets_are_stages_one_and_two_with_one_encoder(demo):
 
 def test_demo_stage_lengths_are_the_measured_run():
     one, two = config_from_preset("hear-demo-stage1"), config_from_preset("hear-demo-stage2")
-    assert (one.optim.max_steps, two.optim.max_steps) == (2000, 160)
-    assert (one.optim.max_minutes, two.optim.max_minutes) == (10.0, 11.0)  # guards, not the run's length
+    assert (one.optim.max_steps, two.optim.max_steps) == (4000, 160)
+    assert (one.optim.max_minutes, two.optim.max_minutes) == (12.0, 11.0)  # guards, not the run's length
     assert one.model.ctc_negatives == two.model.ctc_negatives == 2048 and two.optim.connector_lr_scale == 0
 
 
