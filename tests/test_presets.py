@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auralm.core.config import load_preset, preset_names
+from auralm.core.errors import ConfigError
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
 from auralm.recipes.hear.demo import DemoConfig
 from auralm.recipes.sound.demo import SoundDemoConfig
@@ -59,3 +60,15 @@ def test_demo_refuses_stage_presets_in_the_wrong_order(tmp_path):
     stages = _stage_configs(DemoConfig(stage2_preset=""), tmp_path)
     assert len(stages) == 1 and stages[0].data.manifest == str(tmp_path / "corpus" / "manifest.jsonl")
     assert stages[0].out == str(tmp_path / "stage1") and stages[0].data.cache_dir == str(tmp_path / "embeddings")
+
+
+def test_demo_corpus_settings_build_the_synth_config():
+    from auralm.data.synth import WIDE_VOICES, match_voices
+
+    cfg = DemoConfig().synth_config("x")
+    assert cfg.voices == WIDE_VOICES and cfg.n == DemoConfig().n_clips and cfg.flite_share == 0.3
+    held = {v for pattern in cfg.eval_voices for v in match_voices(pattern, cfg.voices)}
+    assert len(held) == 20 + 8 - 1 + 1 and "flite:rms" in held and "espeak-ng:en-us+steph" in held
+    assert set(cfg.sources) == {"fortunes", "wordnet-examples", "gcide-quotes", "wordnet-definitions"}
+    with pytest.raises(ConfigError, match="unknown text source"):
+        DemoConfig(sources={"novels": 1.0})
