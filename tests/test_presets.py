@@ -12,8 +12,8 @@ from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here
 CLASSES = {
-    "demo": DemoConfig, "tiny-demo": DemoConfig,
-    "hear-demo-stage1": TrainConfig, "hear-demo-stage2": TrainConfig,
+    "demo": DemoConfig, "tiny-demo": DemoConfig, "demo-mix": DemoConfig,
+    "hear-demo-stage1": TrainConfig, "hear-demo-stage2": TrainConfig, "hear-demo-mix-stage1": TrainConfig,
     "hear-tiny-demo-stage1": TrainConfig, "hear-tiny-demo-stage2": TrainConfig,
     "hear-tiny": TrainConfig, "hear-tiny-cross": TrainConfig,
     "sound-demo": SoundDemoConfig, "sound-tiny": SoundDemoConfig,
@@ -34,7 +34,7 @@ def test_demo_config_defaults_are_the_demo_preset():
     assert DemoConfig.from_dict(load_preset("demo")) == DemoConfig()
 
 
-@pytest.mark.parametrize("demo", ["demo", "tiny-demo"])
+@pytest.mark.parametrize("demo", ["demo", "tiny-demo", "demo-mix"])
 def test_demo_stage_presets_are_stages_one_and_two_with_one_encoder(demo):
     cfg = DemoConfig.from_dict(load_preset(demo))
     one, two = config_from_preset(cfg.stage1_preset), config_from_preset(cfg.stage2_preset)
@@ -45,8 +45,8 @@ def test_demo_stage_presets_are_stages_one_and_two_with_one_encoder(demo):
 
 def test_demo_stage_lengths_are_the_measured_run():
     one, two = config_from_preset("hear-demo-stage1"), config_from_preset("hear-demo-stage2")
-    assert (one.optim.max_steps, two.optim.max_steps) == (4000, 160)
-    assert (one.optim.max_minutes, two.optim.max_minutes) == (12.0, 11.0)  # guards, not the run's length
+    assert (one.optim.max_steps, two.optim.max_steps) == (2000, 160)
+    assert (one.optim.max_minutes, two.optim.max_minutes) == (10.0, 11.0)  # guards, not the run's length
     assert one.model.ctc_negatives == two.model.ctc_negatives == 2048 and two.optim.connector_lr_scale == 0
 
 
@@ -65,10 +65,22 @@ def test_demo_refuses_stage_presets_in_the_wrong_order(tmp_path):
 def test_demo_corpus_settings_build_the_synth_config():
     from auralm.data.synth import WIDE_VOICES, match_voices
 
-    cfg = DemoConfig().synth_config("x")
-    assert cfg.voices == WIDE_VOICES and cfg.n == DemoConfig().n_clips and cfg.flite_share == 0.3
+    demo = DemoConfig.from_dict(load_preset("demo-mix"))
+    cfg = demo.synth_config("x")
+    assert cfg.voices == WIDE_VOICES and cfg.n == demo.n_clips == 10000 and cfg.flite_share == 0.3
     held = {v for pattern in cfg.eval_voices for v in match_voices(pattern, cfg.voices)}
     assert len(held) == 20 + 8 - 1 + 1 and "flite:rms" in held and "espeak-ng:en-us+steph" in held
     assert set(cfg.sources) == {"fortunes", "wordnet-examples", "gcide-quotes", "wordnet-definitions"}
     with pytest.raises(ConfigError, match="unknown text source"):
         DemoConfig(sources={"novels": 1.0})
+
+
+def test_the_mix_demo_is_the_demo_with_another_corpus_and_a_longer_stage_one():
+    demo, mix = DemoConfig(), DemoConfig.from_dict(load_preset("demo-mix"))
+    same = ("seed", "test_frac", "valid_frac", "stage2_preset", "copy_bias", "max_eval_clips")
+    assert all(getattr(demo, k) == getattr(mix, k) for k in same)
+    one, mix_one = config_from_preset(demo.stage1_preset), config_from_preset(mix.stage1_preset)
+    assert mix_one.optim.max_steps == 2 * one.optim.max_steps
+    assert mix_one.replace(optim=one.optim, out=one.out) == one
+    plain = DemoConfig().synth_config("x")
+    assert plain.sources == {"fortunes": 1.0} and not plain.eval_voices and len(plain.voices) == 17

@@ -3,7 +3,8 @@
 Steps (each writes under ``cfg.out``, default ``runs/demo``):
 
 1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite voices; sentences from the text sources
-   ``sources`` mixed by weight: fortunes, WordNet examples and definitions, GCIDE quotations); the split
+   ``sources`` mixed by weight: fortunes in ``demo``; fortunes, WordNet examples and definitions and
+   GCIDE quotations in ``demo-mix``); the split
    is assigned per sentence, so test sentences are never heard in training, and the ``eval_voices``
    speak ``eval_voice_share`` of the test clips and nothing else.
 2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file. Its rows
@@ -48,19 +49,18 @@ class DemoConfig(Config):
 
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
-    n_clips: int = help_field(10000, "sentence clips in the synthetic corpus")
-    sources: dict[str, float] = help_field({"fortunes": 0.3, "wordnet-examples": 0.45, "gcide-quotes": 0.15,
-                                            "wordnet-definitions": 0.1}, "text sources of the corpus and their weights "
+    n_clips: int = help_field(6000, "sentence clips in the synthetic corpus")
+    sources: dict[str, float] = help_field({"fortunes": 1.0}, "text sources of the corpus and their weights "
                                            "(auralm synth speech: fortunes, wordnet-examples, wordnet-definitions, gcide-quotes)")
-    voices: list[str] = help_field(["wide"], "voices (engine:voice), or voice sets of auralm synth speech: default, wide")
-    eval_voices: list[str] = help_field(["espeak-ng:en-gb-x-gbcwmd*", "espeak-ng:*+steph", "flite:rms"], "voices (or patterns) never heard in training; they speak eval_voice_share "
+    voices: list[str] = help_field(["default"], "voices (engine:voice), or voice sets of auralm synth speech: default, wide")
+    eval_voices: list[str] = help_field([], "voices (or patterns) never heard in training; they speak eval_voice_share "
                                             "of the test clips")
     eval_voice_share: float = help_field(0.5, "share of the test clips spoken by the eval_voices")
-    flite_share: float | None = help_field(0.3, "share of the clips spoken by flite voices (null: every voice alike)")
+    flite_share: float | None = help_field(None, "share of the clips spoken by flite voices (null: every voice alike)")
     test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
     valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
     long_max_seconds: float = help_field(12.0, "longest chunk when cutting the long recording")
-    max_eval_clips: int = help_field(200, "held-out clips scored at the end (0: all)")
+    max_eval_clips: int = help_field(100, "held-out clips scored at the end (0: all)")
     jobs: int = help_field(2, "parallel synthesis jobs")
     stage1_preset: str = help_field("hear-demo-stage1", "auralm hear train preset (name or YAML path) of stage 1; "
                                                         "its model.encoder is the one cached")
