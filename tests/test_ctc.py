@@ -96,3 +96,23 @@ def test_compress_drops_blanks_merges_runs_and_mixes_embeddings(monkeypatch):
     logp[1, 0, 12] = -2.4  # ... and token 12 its best other class
     _, lengths, ids = ctc.compress(torch.zeros(2, 4, 8), torch.tensor([4, 2]))
     assert lengths.tolist() == [2, 1] and ids[1] == [12]
+
+
+def test_pool_feeds_the_mean_of_each_runs_own_frames(monkeypatch):
+    ctc = head(vocab=range(20))
+    blank = 20
+    best = [[5, 5, blank, 7], [blank, blank, blank, blank]]  # clip 2: blank only (length 3 of 4)
+    logp = torch.full((2, 4, 21), -30.0)
+    for b, row in enumerate(best):
+        for t, c in enumerate(row):
+            logp[b, t, c] = 0.0
+    logp[1, 1, blank] = -0.2  # frame 1 is clip 2's least blank frame ...
+    logp[1, 1, 13] = -2.0  # ... and token 13 its best other class
+    monkeypatch.setattr(ctc, "log_probs", lambda audio: logp)
+    audio = torch.arange(2 * 4 * 8, dtype=torch.float32).reshape(2, 4, 8).requires_grad_(True)
+    out, lengths, ids = ctc.pool(audio, torch.tensor([4, 3]))
+    assert out.shape == (2, 2, 8) and lengths.tolist() == [2, 1] and ids == [[5, 7], [13]]
+    assert torch.allclose(out[0, 0], audio[0, :2].mean(0)) and torch.equal(out[0, 1], audio[0, 3])
+    assert torch.equal(out[1, 0], audio[1, 1]) and torch.equal(out[1, 1], torch.zeros(8))
+    out.sum().backward()  # gradients reach the kept frames only
+    assert audio.grad[0, :, 0].tolist() == [0.5, 0.5, 0.0, 1.0] and audio.grad[1, :, 0].tolist() == [0, 1, 0, 0]

@@ -136,3 +136,19 @@ def test_derangement_moves_every_row():
         perm = derangement(n, seed=n)
         assert sorted(perm) == list(range(n)) and all(perm[i] != i for i in range(n))
         assert perm == derangement(n, seed=n)
+
+
+def test_scores_per_text_source_and_voice_group():
+    from auralm.data.manifest import Row
+    from auralm.recipes.hear.evaluate import group_scores, row_groups
+
+    metas = [{"text_source": "fortunes", "held_out_voice": False}, {"text_source": "gcide-quotes", "held_out_voice": True},
+             {"text_source": "fortunes", "held_out_voice": True}, {}]  # fmt: skip
+    rows = [Row(id=str(i), text="a b", meta=m) for i, m in enumerate(metas)]
+    groups = row_groups(rows)
+    assert groups == {"held_out_voice=no": [0], "held_out_voice=yes": [1, 2], "text_source=fortunes": [0, 2],
+                      "text_source=gcide-quotes": [1]}  # fmt: skip
+    refs = ["red cat", "blue dog", "green fox", "pink"]  # (no number words: the normaliser turns them into digits)
+    scores = group_scores(refs, groups, wer=["red cat", "blue", "green fox", "x"], other=None)
+    assert scores["held_out_voice=yes"] == {"n": 2, "wer": 0.25, "other": None}
+    assert scores["text_source=gcide-quotes"]["wer"] == 0.5 and scores["held_out_voice=no"]["wer"] == 0.0

@@ -216,6 +216,44 @@ def test_ctc_soft_trains_the_projector_through_the_lm_loss():
     assert m.generate({"wavs": batch["wavs"]}) is not None
 
 
+def test_ctc_pool_feeds_continuous_runs_at_the_embedding_norm(monkeypatch):
+    torch.manual_seed(0)
+    m = _soft_model(soft_top_k=1).__class__(_soft_model().config.replace(feed="ctc_pool", audio_norm="embedding"))
+    V = m.vocab_size
+    norm = m.lm.get_input_embeddings().weight.norm(dim=-1).mean()
+    logp = torch.full((1, 4, V + 1), -30.0)
+    for t, c in enumerate([5, 5, V, 7]):
+        logp[0, t, c] = 0.0
+    monkeypatch.setattr(m.ctc, "log_probs", lambda audio: logp)
+    frames = torch.randn(1, 4, m.lm_dim) * 50
+    monkeypatch.setattr(m.connector, "project", lambda states, lengths: (frames, torch.tensor([4])))
+    x = m.build_inputs({"states": torch.zeros(1, 16, 256), "lengths": torch.tensor([16])}, answers=False, left_pad=True)
+    assert x["lm_audio_lengths"].tolist() == [2] and x["lm_audio_ids"] == [[5, 7]]
+    run_a = frames[0, :2].mean(0)
+    want = [run_a * norm / run_a.norm(), frames[0, 3] * norm / frames[0, 3].norm()]  # the audio itself, rescaled
+    rows = x["embeds"][0]
+    assert any(torch.allclose(rows[i], want[0], atol=1e-5) and torch.allclose(rows[i + 1], want[1], atol=1e-5)
+               for i in range(len(rows) - 1))
+
+
+def test_ctc_pool_trains_the_projector_through_the_lm_loss():
+    from auralm.components.connectors import ConnectorConfig
+    from auralm.core.errors import ConfigError
+    from auralm.recipes.hear.model import AudioLM, HearConfig
+
+    torch.manual_seed(0)
+    m = AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama", connector=ConnectorConfig(kind="prefix"),
+                           ctc_weight=1.0, feed="ctc_pool", audio_norm="embedding"))
+    batch = {"wavs": [np.random.RandomState(0).randn(16000).astype("float32")], "texts": ["hello world"]}
+    m(batch)["lm_loss"].backward()  # no token lookup on the way: the LM loss reaches the projector directly
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.connector.parameters())
+    assert m.generate({"wavs": batch["wavs"]}) is not None
+    with pytest.raises(ConfigError, match="ctc_pool needs"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", feed="ctc_pool")
+    with pytest.raises(ConfigError, match="audio_norm"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, feed="ctc_soft", audio_norm="embedding")
+
+
 def test_lm_weight_zero_trains_ctc_without_running_the_lm(monkeypatch):
     m = _soft_model(lm_weight=0.0)
     monkeypatch.setattr(m.lm, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("LM was run")))

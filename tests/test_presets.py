@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from auralm.core.config import load_preset, preset_names
+from auralm.core.errors import ConfigError
 from auralm.recipes.chat.config import TrainConfig as ChatTrainConfig
 from auralm.recipes.chat.demo import ChatDemoConfig
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
@@ -14,8 +15,8 @@ from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here
 CLASSES = {
-    "demo": DemoConfig, "tiny-demo": DemoConfig,
-    "hear-demo-stage1": TrainConfig, "hear-demo-stage2": TrainConfig,
+    "demo": DemoConfig, "tiny-demo": DemoConfig, "demo-mix": DemoConfig,
+    "hear-demo-stage1": TrainConfig, "hear-demo-stage2": TrainConfig, "hear-demo-mix-stage1": TrainConfig,
     "hear-tiny-demo-stage1": TrainConfig, "hear-tiny-demo-stage2": TrainConfig,
     "hear-tiny": TrainConfig, "hear-tiny-cross": TrainConfig,
     "sound-demo": SoundDemoConfig, "sound-tiny": SoundDemoConfig,
@@ -39,7 +40,7 @@ def test_demo_config_defaults_are_the_demo_preset():
     assert DemoConfig.from_dict(load_preset("demo")) == DemoConfig()
 
 
-@pytest.mark.parametrize("demo", ["demo", "tiny-demo"])
+@pytest.mark.parametrize("demo", ["demo", "tiny-demo", "demo-mix"])
 def test_demo_stage_presets_are_stages_one_and_two_with_one_encoder(demo):
     cfg = DemoConfig.from_dict(load_preset(demo))
     one, two = config_from_preset(cfg.stage1_preset), config_from_preset(cfg.stage2_preset)
@@ -74,3 +75,27 @@ def test_chat_demo_stages_share_encoders_and_projector_shapes():
     one, two = chat_preset(demo.stage1_preset), chat_preset(demo.stage2_preset)
     assert (one.stage, two.stage) == (1, 2) and one.model.lora.r == 0 < two.model.lora.r
     assert one.model.replace(lora=two.model.lora) == two.model  # stage 2 loads stage 1's weights into the same shapes
+
+
+def test_demo_corpus_settings_build_the_synth_config():
+    from auralm.data.synth import WIDE_VOICES, match_voices
+
+    demo = DemoConfig.from_dict(load_preset("demo-mix"))
+    cfg = demo.synth_config("x")
+    assert cfg.voices == WIDE_VOICES and cfg.n == demo.n_clips == 10000 and cfg.flite_share == 0.3
+    held = {v for pattern in cfg.eval_voices for v in match_voices(pattern, cfg.voices)}
+    assert len(held) == 20 + 8 - 1 + 1 and "flite:rms" in held and "espeak-ng:en-us+steph" in held
+    assert set(cfg.sources) == {"fortunes", "wordnet-examples", "gcide-quotes", "wordnet-definitions"}
+    with pytest.raises(ConfigError, match="unknown text source"):
+        DemoConfig(sources={"novels": 1.0})
+
+
+def test_the_mix_demo_is_the_demo_with_another_corpus_and_a_longer_stage_one():
+    demo, mix = DemoConfig(), DemoConfig.from_dict(load_preset("demo-mix"))
+    same = ("seed", "test_frac", "valid_frac", "stage2_preset", "copy_bias", "max_eval_clips")
+    assert all(getattr(demo, k) == getattr(mix, k) for k in same)
+    one, mix_one = config_from_preset(demo.stage1_preset), config_from_preset(mix.stage1_preset)
+    assert mix_one.optim.max_steps == 2 * one.optim.max_steps
+    assert mix_one.replace(optim=one.optim, out=one.out) == one
+    plain = DemoConfig().synth_config("x")
+    assert plain.sources == {"fortunes": 1.0} and not plain.eval_voices and len(plain.voices) == 17

@@ -46,7 +46,9 @@ def test_files_and_manifest_consistent(tmp_path):
         assert row.audio_path().with_suffix(".txt").read_text() == row.text + "\n"
         assert row.split in ("train", "valid", "test")
         assert row.source == text_sources.sentence_id(row.text)
-        assert set(row.meta) == {"engine", "voice", "rate", "pitch"}
+        assert set(row.meta) == {"engine", "voice", "rate", "pitch", "text_source"}
+        assert row.meta["text_source"] == "fortunes"  # the default source (the embedded list where none is installed)
+
     saved = synth.SynthConfig.from_yaml(tmp_path / "c" / "config.yaml")
     assert saved.n == 8 and saved.seed == 5
 

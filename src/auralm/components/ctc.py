@@ -16,6 +16,8 @@ read them (the S1 recipe: docs/hear.md).
 * :meth:`CTCHead.greedy_decode`: argmax per frame, repeats collapsed, blanks dropped -> token ids.
 * :meth:`CTCHead.compress`: the CTC compressor (Speech-LLaMA): blank frames dropped, runs of one class
   merged, each run fed as the posterior-weighted mixture of its ``top_k`` tokens' embeddings.
+* :meth:`CTCHead.pool`: the same runs, each fed as the mean of its own frames (the audio itself, no
+  token lookup: a continuous compressor).
 """
 
 from __future__ import annotations
@@ -126,6 +128,47 @@ class CTCHead(nn.Module):
         vocab, blank = self.vocab.tolist(), len(self.vocab)
         return [[vocab[c] for j, c in enumerate(row[:n]) if (j == 0 or c != row[j - 1]) and c != blank]
                 for row, n in zip(best, lengths.tolist())]
+
+    def _runs(self, logp: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For one item's ``logp (T', K+1)`` and length n: the kept frames' mask ``(n,)`` (best class not the
+        blank; a clip with none keeps its least blank frame), their run index among the kept runs ``(F,)``,
+        and each kept run's best class ``(G,)``."""
+        blank = len(self.vocab)
+        seq = logp[:n].argmax(-1)  # n
+        starts = torch.ones_like(seq, dtype=torch.bool)
+        starts[1:] = seq[1:] != seq[:-1]
+        run = torch.cumsum(starts, 0) - 1  # n: run index of every frame
+        keep = seq != blank  # n
+        if not keep.any():
+            keep = torch.zeros_like(keep)
+            keep[logp[:n, blank].argmin()] = True
+        runs, inverse = torch.unique(run[keep], return_inverse=True)  # G runs kept
+        token = logp[:n, :blank].argmax(-1)  # n: the best non-blank class (= seq on the kept frames but a fallback one)
+        best = torch.zeros(len(runs), dtype=torch.long, device=seq.device)
+        best[inverse] = token[keep]  # G: the frames of one run share their class
+        return keep, inverse, best
+
+    def pool(self, audio: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        """``(B, T', H)`` -> ``(B, N, H)`` continuous runs, their lengths ``(B,)`` and each item's token ids
+        (the best token of every run, for ``copy_bias``).
+
+        The runs of :meth:`compress` (blank frames dropped, runs of one best class merged), but each run is
+        the mean of its own frames: the audio itself, not a token embedding, so whatever the frames carry
+        beyond the token passes on, and gradients reach every kept frame."""
+        logp = self.log_probs(audio.detach())  # B, T', K+1 (the segmentation is not differentiated)
+        out, fed_ids = [], []
+        for b, n in enumerate(lengths.tolist()):
+            keep, inverse, best = self._runs(logp[b], n)
+            frames = audio[b, :n][keep]  # F, H
+            sums = frames.new_zeros(len(best), frames.shape[-1]).index_add(0, inverse, frames)  # G, H
+            counts = torch.bincount(inverse, minlength=len(best)).to(frames.dtype)  # G
+            out.append(sums / counts[:, None])
+            fed_ids.append(self.vocab[best].tolist())
+        new_lengths = torch.tensor([len(o) for o in out], device=audio.device)  # B
+        padded = audio.new_zeros(len(out), int(new_lengths.max()), audio.shape[-1])  # B, N, H
+        for b, o in enumerate(out):
+            padded[b, : len(o)] = o
+        return padded, new_lengths, fed_ids
 
     def compress(self, audio: torch.Tensor, lengths: torch.Tensor,
                  top_k: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:

@@ -2,8 +2,11 @@
 
 Steps (each writes under ``cfg.out``, default ``runs/demo``):
 
-1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite, sentences from Debian's fortunes);
-   the split is assigned per sentence, so test sentences are never heard in training.
+1. ``corpus/``: a synthetic speech corpus (espeak-ng + flite voices; sentences from the text sources
+   ``sources`` mixed by weight: fortunes in ``demo``; fortunes, WordNet examples and definitions and
+   GCIDE quotations in ``demo-mix``); the split
+   is assigned per sentence, so test sentences are never heard in training, and the ``eval_voices``
+   speak ``eval_voice_share`` of the test clips and nothing else.
 2. ``prepared.jsonl``: ``auralm prepare`` re-reads the corpus folder and checks every file. Its rows
    are split by ``prepare``'s own rule, not per sentence: training and scoring use
    ``corpus/manifest.jsonl``, never this file.
@@ -17,7 +20,8 @@ Steps (each writes under ``cfg.out``, default ``runs/demo``):
    initialised from stage 1. The demo passes each stage only its data paths, ``out`` and ``init_from``.
 7. ``checkpoint/`` (loadable by ``auralm hear generate`` / ``auralm hear eval``), ``metrics.json`` (held-out WER,
    the same with the audio of another row, Whisper tiny.en's own WER on the same clips, the
-   projector's CTC WER), ``report.md`` and ``loss_curves.png``.
+   projector's CTC WER, each of them per text source and for held-out and training voices, and the
+   minutes of every step: ``timing``), ``report.md`` and ``loss_curves.png``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,13 @@ class DemoConfig(Config):
     out: str = help_field("runs/demo", "output folder")
     seed: int = help_field(0, "seed of the synthetic corpus")
     n_clips: int = help_field(6000, "sentence clips in the synthetic corpus")
+    sources: dict[str, float] = help_field({"fortunes": 1.0}, "text sources of the corpus and their weights "
+                                           "(auralm synth speech: fortunes, wordnet-examples, wordnet-definitions, gcide-quotes)")
+    voices: list[str] = help_field(["default"], "voices (engine:voice), or voice sets of auralm synth speech: default, wide")
+    eval_voices: list[str] = help_field([], "voices (or patterns) never heard in training; they speak eval_voice_share "
+                                            "of the test clips")
+    eval_voice_share: float = help_field(0.5, "share of the test clips spoken by the eval_voices")
+    flite_share: float | None = help_field(None, "share of the clips spoken by flite voices (null: every voice alike)")
     test_frac: float = help_field(0.1, "fraction of sentences held out for testing")
     valid_frac: float = help_field(0.05, "fraction of sentences held out for validation")
     long_max_seconds: float = help_field(12.0, "longest chunk when cutting the long recording")
@@ -68,6 +80,20 @@ class DemoConfig(Config):
             raise ConfigError(f"long_max_seconds must exceed 1, got {self.long_max_seconds}")
         if not self.stage1_preset:
             raise ConfigError("stage1_preset must name an `auralm hear train` preset")
+        self.synth_config("unused")  # the corpus settings validate with SynthConfig's rules
+
+    def synth_config(self, out: str) -> Any:
+        """The :class:`auralm.data.synth.SynthConfig` of the demo's corpus."""
+        from auralm.data.synth import VOICE_SETS, SynthConfig
+
+        voices = [x for v in self.voices for x in VOICE_SETS.get(v, [v])]
+        return SynthConfig(out=out, n=self.n_clips, seed=self.seed, test_frac=self.test_frac, valid_frac=self.valid_frac,
+                           jobs=self.jobs, sources=dict(self.sources), voices=voices, eval_voices=list(self.eval_voices),
+                           eval_voice_share=self.eval_voice_share, flite_share=self.flite_share)  # fmt: skip
+
+
+def _minutes(since: float) -> float:
+    return round((time.perf_counter() - since) / 60, 2)
 
 
 def _log(msg: str) -> None:
@@ -108,26 +134,32 @@ def _data_steps(cfg: DemoConfig, out: Path, encoder_name: str, metrics: dict) ->
     from auralm.data.embed_cache import embed_manifest
     from auralm.data.manifest import read_manifest
     from auralm.data.prepare import prepare
-    from auralm.data.synth import SynthConfig, synth_speech
+    from auralm.data.synth import synth_speech
     from auralm.metrics.text import cer, wer
 
+    timing = metrics.setdefault("timing", {})
+    t = time.perf_counter()
     _log(f"1/7 synthesising {cfg.n_clips} sentence clips into {out / 'corpus'}")
-    manifest = synth_speech(
-        SynthConfig(out=str(out / "corpus"), n=cfg.n_clips, seed=cfg.seed, test_frac=cfg.test_frac,
-                    valid_frac=cfg.valid_frac, jobs=cfg.jobs)
-    )
+    manifest = synth_speech(cfg.synth_config(str(out / "corpus")))
+    timing["synth"] = _minutes(t)
     rows = read_manifest(manifest)
     splits = {s: sum(r.split == s for r in rows) for s in ("train", "valid", "test")}
     train_text = {r.text for r in rows if r.split == "train"}
     test_rows = [r for r in rows if r.split == "test"]
     leaked = sum(r.text in train_text for r in test_rows)
     metrics["corpus"] = {"clips": len(rows), "splits": splits, "audio_seconds": round(sum(r.duration or 0 for r in rows), 1),
-                         "test_sentences_also_in_train": leaked}
+                         "test_sentences_also_in_train": leaked, "train_sentences": len(train_text),
+                         "text_sources": dict(Counter(r.meta.get("text_source") for r in rows)),
+                         "voices": len({(r.meta.get("engine"), r.meta.get("voice")) for r in rows}),
+                         "held_out_voice_test_clips": sum(bool(r.meta.get("held_out_voice")) for r in test_rows)}
     _log(f"   {len(rows)} clips, splits {splits}, {leaked} test sentences also in train")
 
     _log("2/7 checking the corpus folder with `auralm prepare`")
+    t = time.perf_counter()
     report = prepare(out / "corpus" / "wavs", None, out / "prepared.jsonl")
     metrics["prepare"] = {"pairs": len(report.rows), "problems": len(report.problems)}
+    timing["prepare"] = _minutes(t)
+    t = time.perf_counter()
 
     _log("3/7 joining test clips into one long recording and chunking it at sentence boundaries")
     long_dir = out / "long"
@@ -149,6 +181,8 @@ def _data_steps(cfg: DemoConfig, out: Path, encoder_name: str, metrics: dict) ->
         "text_exact": True,
         "whisper_wer": wer(refs, hyps), "whisper_cer": cer(refs, hyps),
     }
+    timing["long_recording"] = _minutes(t)
+    t = time.perf_counter()
 
     _log(f"4/7 caching {encoder_name} embeddings")
     encoder = build_audio_encoder(encoder_name)
@@ -159,6 +193,7 @@ def _data_steps(cfg: DemoConfig, out: Path, encoder_name: str, metrics: dict) ->
         "audio_seconds": round(first.audio_seconds, 1), "real_time_factor": round(first.real_time_factor, 4),
         "second_run_encoded": second.encoded, "second_run_skipped": second.skipped,
     }
+    timing["embed"] = _minutes(t)
     _log(f"   real-time factor {first.real_time_factor:.4f} ({first.encoded} clips); "
          f"second run encoded {second.encoded}, skipped {second.skipped}")
     return manifest, test_rows
@@ -257,6 +292,19 @@ def _report(out: Path, metrics: dict) -> None:
         lines.append(f"| Whisper tiny.en's own decoder | {ev['whisper_wer']:.3f} | {ev['whisper_cer']:.3f} |")
     if metrics.get("ctc_wer") is not None:
         lines.append(f"| the projector's own CTC decoding | {metrics['ctc_wer']:.3f} | - |")
+    groups = ev.get("groups", {})
+    if groups:
+        lines += ["", "| held-out clips by group | n | WER | shuffled audio | Whisper tiny.en | projector CTC |",
+                  "|---|---|---|---|---|---|"]
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        for name, g in groups.items():
+            lines.append(f"| {name} | {g['n']} | {fmt(g['wer'])} | {fmt(g.get('wer_shuffled_audio'))} | "
+                         f"{fmt(g.get('whisper_wer'))} | {fmt(g.get('ctc_wer'))} |")
+    timing = metrics.get("timing", {})
+    if timing.get("total"):
+        lines += ["", "Minutes per step: " + ", ".join(f"{k} {v} ({100 * v / timing['total']:.0f} %)"
+                                                      for k, v in timing.items() if k != "total")
+                  + f"; total {timing['total']}."]
     gen = ev.get("generation", {})
     lines += ["", f"Decoding: {gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
               f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
@@ -270,7 +318,7 @@ def _report(out: Path, metrics: dict) -> None:
 def run(cfg: DemoConfig) -> dict:
     from auralm.components.generation import GenerationConfig
     from auralm.core.io import atomic_dir
-    from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate
+    from auralm.recipes.hear.evaluate import TRANSCRIPT_TOKENS_PER_AUDIO, evaluate, group_scores, row_groups
     from auralm.recipes.hear.pipeline import HearPipeline, save_generation_config
 
     out = Path(cfg.out)
@@ -285,7 +333,9 @@ def run(cfg: DemoConfig) -> dict:
 
     stages, ckpt = {}, None
     for i, train_cfg in enumerate(train_cfgs, 1):
+        t = time.perf_counter()
         ckpt = _train_stage(train_cfg, i, init_from=str(ckpt) if ckpt else "")
+        metrics["timing"][f"stage{i}"] = _minutes(t)
         done = stop_record(ckpt)  # the engine's stopped_by, steps_done, steps_planned
         stages[f"stage{i}"] = {"preset": cfg.stage1_preset if i == 1 else cfg.stage2_preset, "checkpoint": str(ckpt),
                                "done_at_minute": round((time.perf_counter() - t0) / 60, 1), **done}
@@ -301,6 +351,7 @@ def run(cfg: DemoConfig) -> dict:
         save_generation_config(tmp, gen)
 
     _log(f"7/7 scoring {out / 'checkpoint'} on up to {cfg.max_eval_clips or 'all'} held-out clips")
+    t = time.perf_counter()
     pipe = HearPipeline.from_checkpoint(out / "checkpoint")
     limit = cfg.max_eval_clips or None
     metrics["eval"] = evaluate(pipe, manifest, split="test", limit=limit, gen=pipe.generation)
@@ -314,8 +365,13 @@ def run(cfg: DemoConfig) -> dict:
         for i in range(0, len(rows), 16):
             wavs = [load_audio(r.audio_path(), 16000)[0] for r in rows[i : i + 16]]
             hyps += model.ctc_greedy_decode({"wavs": wavs})
-        metrics["ctc_wer"] = wer([r.text or "" for r in rows], hyps)
+        refs = [r.text or "" for r in rows]
+        metrics["ctc_wer"] = wer(refs, hyps)
+        for name, group in group_scores(refs, row_groups(rows), ctc_wer=hyps).items():
+            metrics["eval"].get("groups", {}).get(name, {})["ctc_wer"] = group["ctc_wer"]
+    metrics["timing"]["eval"] = _minutes(t)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["timing"]["total"] = round(metrics["seconds"] / 60, 2)
     _plot(out, [("stage1", out / "stage1" / "train_log.jsonl"), ("stage2", out / "stage2" / "train_log.jsonl")])
     atomic_write_json(out / "metrics.json", metrics)
     _report(out, metrics)

@@ -8,6 +8,9 @@
   uses the audio gets far worse; one that ignores it scores the same;
 * ``whisper_wer`` / ``whisper_cer``: Whisper's own decoder on the same clips when the model's encoder is
   a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it);
+* ``groups``: the same figures per group of rows (:func:`row_groups`: ``text_source=NAME`` from the
+  rows' ``meta.text_source``, ``held_out_voice=yes|no`` from ``meta.held_out_voice``), when a manifest
+  has those fields (``auralm synth speech`` writes them);
 * ``generation``: the decoding settings. Greedy by default, with the loop guard and each hypothesis
   capped at 2 tokens per audio position the LM reads, plus 8 (``--max-new-per-audio``); ``--copy-bias``
   favours the tokens a ``feed=ctc_soft`` model reads as audio.
@@ -42,6 +45,28 @@ def derangement(n: int, seed: int = 0) -> list[int]:
 TRANSCRIPT_TOKENS_PER_AUDIO = 2.0
 
 
+def row_groups(rows: list[Row]) -> dict[str, list[int]]:
+    """Indices of ``rows`` per group: ``text_source=NAME`` and ``held_out_voice=yes|no`` (from ``meta``)."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r.meta.get("text_source"):
+            groups.setdefault(f"text_source={r.meta['text_source']}", []).append(i)
+    for i, r in enumerate(rows):
+        if "held_out_voice" in r.meta:
+            groups.setdefault(f"held_out_voice={'yes' if r.meta['held_out_voice'] else 'no'}", []).append(i)
+    return dict(sorted(groups.items()))
+
+
+def group_scores(refs: list[str], groups: dict[str, list[int]], **hyps: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``{group: {"n", "<name>": WER of hyps[name] on the group's rows, ...}}`` for each list of hypotheses."""
+    out = {}
+    for name, idx in groups.items():
+        sub = [refs[i] for i in idx]
+        out[name] = {"n": len(idx), **{k: (_score(sub, [h[i] for i in idx], wer) if h is not None else None)
+                                        for k, h in hyps.items()}}  # fmt: skip
+    return out
+
+
 def _score(refs: list[str], hyps: list[str], metric: Any) -> float | None:
     try:
         return metric(refs, hyps)
@@ -72,11 +97,15 @@ def evaluate(pipeline: Any, manifest: str | Path | list[Row], split: str | None 
     if len(rows) >= 2:
         perm = derangement(len(rows), seed)
         shuffled = pipeline.transcribe([wavs[j] for j in perm], prompt, gen, batch_size=batch_size, desc="eval shuffled")
+    else:
+        shuffled = None
+    if shuffled is not None:
         result["wer_shuffled_audio"] = _score(refs, shuffled, wer)
         result["cer_shuffled_audio"] = _score(refs, shuffled, cer)
     else:
         result["wer_shuffled_audio"] = result["cer_shuffled_audio"] = None
     result["whisper_wer"] = result["whisper_cer"] = None
+    whisper_hyps = None
     encoder = pipeline.model.frozen_parts()["encoder"]["name"]
     if whisper and encoder.startswith("whisper-") and "random" not in encoder:
         from auralm.components.asr import WhisperBaseline
@@ -90,5 +119,8 @@ def evaluate(pipeline: Any, manifest: str | Path | list[Row], split: str | None 
             result["whisper_wer"] = _score(refs, whisper_hyps, wer)
             result["whisper_cer"] = _score(refs, whisper_hyps, cer)
             result["whisper_model"] = encoder
+    groups = row_groups(rows)
+    if len(groups) > 1:
+        result["groups"] = group_scores(refs, groups, wer=hyps, wer_shuffled_audio=shuffled, whisper_wer=whisper_hyps)
     result["hypotheses"] = {r.id: h for r, h in zip(rows, hyps)}
     return result

@@ -5,6 +5,8 @@
     wav ──encoder (frozen)──► states (B, T, D) + lengths
         ──connector.project──► audio (B, T', H), T' = ceil(T / stack)
         prefix: spliced over the <|audio|> placeholders of the prompt's token embeddings (B, L, H)
+        (feed=ctc_pool: the CTC runs of the audio, each the mean of its own frames: continuous, no token step;
+         audio_norm=embedding: every frame the LM reads rescaled to the mean norm of the LM's input embeddings)
         cross:  keys/values of gated cross-attention blocks hooked in front of every N-th LM layer
         ──LM (frozen, + LoRA in stage 2)──► logits (B, L, V) ──► loss on the answer tokens only
         (+ ctc_weight * CTC of audio @ E^T against the transcript's LM token ids, E = the LM's input embeddings:
@@ -42,7 +44,8 @@ from auralm.core.config import Config, help_field
 from auralm.core.errors import AudioError, AuralmError, ConfigError
 
 TRAINABLE_PREFIXES = ("connector.", "ctc.")  # the trained weights besides LoRA's (the training engine's groups)
-FEEDS = ("raw", "ctc_soft")
+FEEDS = ("raw", "ctc_soft", "ctc_pool")
+AUDIO_NORMS = ("none", "embedding")
 CTC_VOCABS = ("all", "train")
 
 
@@ -59,8 +62,11 @@ class HearConfig(Config):
     connector: ConnectorConfig = dataclasses.field(default_factory=ConnectorConfig, metadata={"help": "connector settings"})
     ctc_weight: float = help_field(0.0, "weight of the auxiliary CTC loss on the projector outputs (0 = off)")
     lm_weight: float = help_field(1.0, "weight of the LM loss; 0 trains the projector on CTC alone and skips the LM (fast warm-up)")
-    feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs, or ctc_soft: CTC-compressed "
-                                  "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings")
+    feed: str = help_field("raw", "prefix: what the LM reads - raw projector outputs; ctc_soft: CTC-compressed "
+                                  "frames (blanks dropped, repeats merged) as posterior-weighted LM token embeddings; "
+                                  "ctc_pool: the same runs, each the mean of its own projector frames (continuous)")
+    audio_norm: str = help_field("none", "none, or embedding: rescale each audio frame the LM reads (feed raw or "
+                                         "ctc_pool) to the mean norm of the LM's input embeddings")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
     ctc_vocab: str = help_field("all", "CTC classes: all (the LM's vocabulary) or train (the training transcripts' tokens: "
                                        "much faster with a large vocabulary; saved with the weights)")
@@ -78,8 +84,12 @@ class HearConfig(Config):
             raise ConfigError("lm_weight = 0 trains on CTC alone: set ctc_weight > 0")
         if self.feed not in FEEDS:
             raise ConfigError(f"feed must be one of {', '.join(FEEDS)}, got {self.feed!r}")
-        if self.feed == "ctc_soft" and (self.ctc_weight == 0 or self.connector.kind != "prefix"):
-            raise ConfigError("feed=ctc_soft needs the prefix connector and its CTC head (ctc_weight > 0)")
+        if self.feed in ("ctc_soft", "ctc_pool") and (self.ctc_weight == 0 or self.connector.kind != "prefix"):
+            raise ConfigError(f"feed={self.feed} needs the prefix connector and its CTC head (ctc_weight > 0)")
+        if self.audio_norm not in AUDIO_NORMS:
+            raise ConfigError(f"audio_norm must be one of {', '.join(AUDIO_NORMS)}, got {self.audio_norm!r}")
+        if self.audio_norm != "none" and (self.feed == "ctc_soft" or self.connector.kind != "prefix"):
+            raise ConfigError("audio_norm rescales what the prefix LM reads of the audio: feed raw or ctc_pool")
         if self.ctc_vocab not in CTC_VOCABS:
             raise ConfigError(f"ctc_vocab must be one of {', '.join(CTC_VOCABS)}, got {self.ctc_vocab!r}")
         if self.ctc_negatives < 0:
@@ -213,8 +223,12 @@ class AudioLM(nn.Module):
         fed_ids = None
         if self.config.feed == "ctc_soft":
             lm_audio, lm_lengths, fed_ids = self.ctc.compress(audio, audio_lengths, self.config.soft_top_k)  # B, N, H
+        elif self.config.feed == "ctc_pool":
+            lm_audio, lm_lengths, fed_ids = self.ctc.pool(audio, audio_lengths)  # B, N, H (continuous)
         else:
             lm_audio, lm_lengths = audio, audio_lengths
+        if self.config.audio_norm == "embedding":  # B, N, H: each frame at the embeddings' mean norm
+            lm_audio = lm_audio * (self._embedding_norm() / lm_audio.norm(dim=-1, keepdim=True).clamp(min=1e-6))
         n_audio = lm_lengths.tolist() if self.config.connector.kind == "prefix" else [0] * B
         examples = [
             build_example(self.tokenizer, p, n, texts[i] if texts is not None else None, self.config.system)
@@ -229,6 +243,13 @@ class AudioLM(nn.Module):
             embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
         return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths,
                 "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids}
+
+    def _embedding_norm(self) -> torch.Tensor:
+        """The mean L2 norm of the LM's input-embedding rows (a constant: the embeddings are frozen)."""
+        if getattr(self, "_emb_norm", None) is None:
+            with torch.no_grad():
+                self._emb_norm = self.lm.get_input_embeddings().weight.float().norm(dim=-1).mean()
+        return self._emb_norm
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
