@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("auralm.data.prepare:cli", "pair audio files with transcripts into a manifest"),
     "synth speech": ("auralm.data.synth:cli", "render a synthetic speech corpus with espeak-ng and flite"),
     "synth scenes": ("auralm.data.scenes:cli", "draw scenes of coloured shapes with captions, questions and chats"),
+    "synth music": ("auralm.data.music:cli", "render synthetic music tracks and playlists with captions, tags, metadata"),
     "chunk": ("auralm.data.chunk:cli", "cut long audio and its transcript into chunks"),
     "embed": ("auralm.data.embed_cache:cli", "cache audio-encoder outputs for a manifest"),
     "models": ("auralm.hub:cli", "list known model names and where each resolves"),
