@@ -17,6 +17,7 @@ from auralm.core.errors import ConfigError, ModelNotFoundError
 # recipe -> "module:Pipeline class"; each class has from_checkpoint(path, **kwargs)
 PIPELINES: dict[str, str] = {
     "hear": "auralm.recipes.hear.pipeline:HearPipeline",
+    "caption": "auralm.recipes.caption.pipeline:CaptionPipeline",
     "sound": "auralm.recipes.sound.pipeline:SoundPipeline",
 }
 
