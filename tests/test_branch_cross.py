@@ -142,3 +142,10 @@ def test_gradients_reach_every_branch():
                     p.sub_(0.1 * p.grad)
     for b in DIMS:
         assert conn.projectors[b].net[0].weight.grad.abs().sum() > 0, b
+
+
+def test_first_layer_counts_from_the_top():
+    assert MultiBranchCrossConnector(DIMS, 64, 30, every_n=2, first_layer=-6).layer_ids == [24, 26, 28]
+    assert MultiBranchCrossConnector(DIMS, 64, 4, first_layer=1).layer_ids == [1, 2, 3]
+    with pytest.raises(ValueError, match="outside"):
+        MultiBranchCrossConnector(DIMS, 64, 4, first_layer=4)

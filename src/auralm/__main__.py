@@ -30,6 +30,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hear generate": ("auralm.recipes.hear.cli:generate_cli", "S1: transcribe / answer about audio files"),
     "hear eval": ("auralm.recipes.hear.cli:eval_cli", "S1: WER/CER of a checkpoint on a manifest, with shuffled-audio control"),
     "hear demo": ("auralm.recipes.hear.cli:demo_cli", "S1: the whole chain on the embedded default (= auralm demo)"),
+    # S2 caption
+    "caption synth": ("auralm.recipes.caption.cli:synth_cli", "S2: render the music corpus (= auralm synth music)"),
+    "caption train": ("auralm.recipes.caption.cli:train_cli", "S2: train the playlist/track captioner (--preset NAME)"),
+    "caption eval": ("auralm.recipes.caption.cli:eval_cli", "S2: COCO metrics on held-out playlists, with baselines and shuffled branches"),
+    "caption generate": ("auralm.recipes.caption.cli:generate_cli", "S2: caption a track or a playlist (--audio a.wav b.wav --tags ...)"),
+    "caption demo": ("auralm.recipes.caption.cli:demo_cli", "S2: the whole caption chain on the embedded default"),
     # S5 sound
     "sound train-tokenizer": ("auralm.recipes.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
     "sound train-vocoder": ("auralm.recipes.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),

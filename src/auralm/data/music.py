@@ -147,6 +147,8 @@ def draw_track(rng: np.random.Generator, constraint: dict[str, Any] | None = Non
 def _note(instrument: str, freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """One note of ``n`` samples: the instrument's timbre and envelope."""
     t = np.arange(n) / sr
+    if n < 32:  # the tail of a clip: too short to be a note
+        return np.zeros(n)
     if instrument == "organ":  # additive drawbars, flat envelope with short ramps
         wav = sum(a * np.sin(2 * np.pi * freq * k * t) for k, a in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.2), (6, 0.1)))
         env = np.minimum(1.0, np.minimum(t / 0.01, (n / sr - t) / 0.02))

@@ -243,8 +243,10 @@ class MultiBranchCrossAttention(nn.Module):
 
 class MultiBranchCrossConnector(nn.Module):
     """Deep fusion of several encoder branches: a :class:`BranchProjector` per branch and a
-    :class:`MultiBranchCrossAttention` hooked in front of decoder layers ``0, N, 2N, ...`` (as
-    :class:`CrossConnector`: the LM's modules and state-dict keys stay unchanged).
+    :class:`MultiBranchCrossAttention` hooked in front of decoder layers ``F, F+N, F+2N, ...`` (``F`` =
+    ``first_layer``, negative: counted from the top; as :class:`CrossConnector`: the LM's modules and
+    state-dict keys stay unchanged). Blocks only in the top layers make training much cheaper: the layers
+    below the first block see text alone, so no gradient runs through them.
 
     ``branch_dims``: branch name -> width of its rows. Inside ``with connector.memories(rows)``, with
     ``rows`` = name -> ``(states (B, T, D), lengths (B,))``, the hooked blocks attend to the projected rows;
@@ -252,7 +254,7 @@ class MultiBranchCrossConnector(nn.Module):
     """
 
     def __init__(self, branch_dims: dict[str, int], lm_dim: int, num_layers: int, *, every_n: int = 1, heads: int = 4,
-                 gate: str = "resurrect", tau: float = 0.2, dropout: float = 0.1):
+                 gate: str = "resurrect", tau: float = 0.2, dropout: float = 0.1, first_layer: int = 0):
         super().__init__()
         if not branch_dims:
             raise ValueError("the multi-branch connector needs at least one branch")
@@ -260,7 +262,10 @@ class MultiBranchCrossConnector(nn.Module):
             raise ValueError(f"need num_layers > 0 and every_n > 0, got {num_layers}, {every_n}")
         self.branches = list(branch_dims)
         self.projectors = nn.ModuleDict({b: BranchProjector(d, lm_dim, dropout) for b, d in branch_dims.items()})
-        self.layer_ids = list(range(0, num_layers, every_n))
+        first = first_layer if first_layer >= 0 else num_layers + first_layer
+        if not 0 <= first < num_layers:
+            raise ValueError(f"first_layer {first_layer} is outside the LM's {num_layers} decoder layers")
+        self.layer_ids = list(range(first, num_layers, every_n))
         self.blocks = nn.ModuleDict({str(i): MultiBranchCrossAttention(lm_dim, self.branches, heads, gate, tau)
                                      for i in self.layer_ids})
         self._memories: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None

@@ -50,7 +50,9 @@ class CaptionConfig(Config):
     tag_encoder: str = help_field("all-minilm-l6-v2", "tag words: a text encoder name (mean-pooled, L2-normalised), or "
                                                       "vocab (one-hot over the closed tag vocabulary: an unknown tag is an error)")
     metadata_dim: int = help_field(10, "width of the metadata vector")
-    every_n: int = help_field(1, "a cross-attention block before every N-th decoder layer (0, N, 2N, ...)")
+    every_n: int = help_field(1, "a cross-attention block before every N-th decoder layer from first_layer")
+    first_layer: int = help_field(0, "the first decoder layer with a block (negative: from the top, -6 = the last 6 "
+                                     "layers): the layers below see text alone and need no backward pass")
     gate: str = help_field("resurrect", f"gate of the blocks: {', '.join(BRANCH_GATES)}")
     tau: float = help_field(0.2, "resurrect gate: threshold of the self-resurrecting unit")
     heads: int = help_field(4, "attention heads of each branch's cross-attention")
@@ -97,7 +99,8 @@ class CaptionModel(nn.Module):
         layers = decoder_layers(lm)
         try:
             self.connector = MultiBranchCrossConnector(self.dims, self.lm_dim, len(layers), every_n=cfg.every_n,
-                                                       heads=cfg.heads, gate=cfg.gate, tau=cfg.tau, dropout=cfg.dropout)
+                                                       heads=cfg.heads, gate=cfg.gate, tau=cfg.tau, dropout=cfg.dropout,
+                                                       first_layer=cfg.first_layer)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.connector.attach(layers)
