@@ -164,3 +164,26 @@ def test_cli_end_to_end(tmp_path, make_audio):
     bad.write_bytes(b"RIFF not audio")
     assert main(["caption", "generate", "--checkpoint", str(run), "--audio", str(audio[0]), str(bad)]) == 2
     assert main(["caption", "generate", "--checkpoint", str(run), "--audio", str(audio[0]), "--tags", "dubstep"]) == 2
+
+
+def test_study_preset_is_the_demo_plus_the_study():
+    from auralm.recipes.caption.demo import demo_config
+
+    demo, study = demo_config("caption-demo"), demo_config("caption-study")
+    assert study.train == demo.train and study.music == demo.music and demo.main and not study.main
+    assert study.gates == ["resurrect", "tanh", "sum"] and study.fractions == [0.1, 0.25, 0.5, 1.0]
+
+
+@pytest.mark.slow
+def test_tiny_demo_writes_every_figure(tmp_path):
+    from auralm.__main__ import main
+
+    out = tmp_path / "demo"
+    assert main(["caption", "demo", "--preset", "caption-tiny-demo", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "nearest_neighbour", "shuffled_audio", "shuffled_tags", "shuffled_metadata", "shuffled_all",
+                "gate_resurrect", "gate_tanh", "fraction_0.5", "fraction_1"):
+        assert "cider_d" in metrics[key], key
+    assert set(metrics["captions"]["hypotheses"]) >= {"model", "nearest_neighbour", "shuffled_all", "gate_tanh", "fraction_0.5"}
+    assert metrics["targets"]["met"] in (True, False) and (out / "checkpoint" / "trainable.safetensors").is_file()
+    assert "| model |" in (out / "report.md").read_text()

@@ -7,6 +7,8 @@ import pytest
 from auralm.core.config import load_preset, preset_names
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
 from auralm.recipes.hear.demo import DemoConfig
+from auralm.recipes.caption.config import TrainConfig as CaptionTrainConfig
+from auralm.recipes.caption.demo import CaptionDemoConfig
 from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here
@@ -16,6 +18,8 @@ CLASSES = {
     "hear-tiny-demo-stage1": TrainConfig, "hear-tiny-demo-stage2": TrainConfig,
     "hear-tiny": TrainConfig, "hear-tiny-cross": TrainConfig,
     "sound-demo": SoundDemoConfig, "sound-tiny": SoundDemoConfig,
+    "caption-tiny": CaptionTrainConfig, "caption-demo": CaptionDemoConfig, "caption-study": CaptionDemoConfig,
+    "caption-tiny-demo": CaptionDemoConfig,
 }
 
 

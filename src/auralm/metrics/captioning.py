@@ -23,6 +23,7 @@ share of distinct captions, and the share of captions not found among the traini
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import shutil
 from collections.abc import Sequence
@@ -48,6 +49,14 @@ def _check_java() -> None:
     if shutil.which("java") is None:
         raise ToolMissingError("METEOR and the PTB tokenizer of pycocoevalcap run on Java: install a JRE "
                                "(Debian: apt-get install default-jre-headless)")
+
+
+@functools.lru_cache(maxsize=1)
+def _meteor() -> Any:
+    """One METEOR scorer per process: a Java process that loads its paraphrase table once (seconds), reused."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
 
 
 def spice_available() -> bool:
@@ -104,9 +113,7 @@ def caption_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: 
         if "meteor" in metrics:
             from pycocoevalcap.meteor.meteor import Meteor
 
-            meteor = Meteor()  # a Java process, killed when the scorer is collected
-            score, scores = meteor.compute_score(gts, res)
-            del meteor
+            score, scores = _meteor().compute_score(gts, res)
             out["meteor"], items["meteor"] = float(score), [float(x) for x in scores]
         if "rouge_l" in metrics:
             from pycocoevalcap.rouge.rouge import Rouge

@@ -46,6 +46,8 @@ class CaptionDemoConfig(Config):
     study_beams: int = help_field(1, "beams when scoring the study runs (1: greedy, cheaper)")
     similarity: bool = help_field(True, "also report the MiniLM sentence-embedding similarity")
     max_tracks: int = help_field(0, "held-out tracks captioned for the attribute accuracy (0: all)")
+    main: bool = help_field(True, "train and evaluate the main model (false: only the gate / fraction study, "
+                                  "added to OUT/metrics.json of an earlier run)")
 
     def validate(self) -> None:
         if self.study_steps < 0 or self.study_beams < 1 or self.max_tracks < 0:
@@ -107,26 +109,36 @@ def run_demo(cfg: CaptionDemoConfig) -> dict[str, Any]:
     examples = load_examples(base.data.corpus, feat, base.model, base.data.cache_dir or None)
     timing["data_minutes"] = (time.perf_counter() - t) / 60
 
-    t = time.perf_counter()
-    main_run = base.replace(out=str(out / "runs" / "main"))
-    ckpt = train(main_run, feat, examples)
-    timing["train_minutes"] = (time.perf_counter() - t) / 60
-    final = out / "checkpoint"
-    tmp = out / ".checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(ckpt, tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if cfg.main:
+        t = time.perf_counter()
+        main_run = base.replace(out=str(out / "runs" / "main"))
+        ckpt = train(main_run, feat, examples)
+        timing["train_minutes"] = (time.perf_counter() - t) / 60
+        final = out / "checkpoint"
+        tmp = out / ".checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(ckpt, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
 
-    t = time.perf_counter()
-    pipe = CaptionPipeline.from_checkpoint(final)
-    results = evaluate(pipe, examples, "test", None, controls=True, max_tracks=cfg.max_tracks, similarity=cfg.similarity)
-    results["main_run"] = {"steps": main_run.optim.max_steps, "gate": main_run.model.gate, **stop_record(ckpt)}
-    timing["eval_minutes"] = (time.perf_counter() - t) / 60
-    write_eval(results, out / "metrics.json")
+        t = time.perf_counter()
+        pipe = CaptionPipeline.from_checkpoint(final)
+        results = evaluate(pipe, examples, "test", None, controls=True, max_tracks=cfg.max_tracks,
+                           similarity=cfg.similarity)
+        results["main_run"] = {"steps": main_run.optim.max_steps, "gate": main_run.model.gate,
+                               "decoding": pipe.generation.to_dict(), **stop_record(ckpt)}
+        timing["eval_minutes"] = (time.perf_counter() - t) / 60
+        write_eval(results, out / "metrics.json")
+    elif (out / "metrics.json").is_file():
+        results = json.loads((out / "metrics.json").read_text())
+        timing.update({k: v for k, v in results.get("timing", {}).items() if k != "total_minutes"})
+    else:
+        raise ConfigError(f"main=false adds the study to {out}/metrics.json of an earlier demo, but there is none")
 
     t = time.perf_counter()
     study: dict[str, Any] = {}
+    if cfg.gates or cfg.fractions:
+        results["study"] = {"steps": cfg.study_steps or base.optim.max_steps, "beams": cfg.study_beams}
     for gate in cfg.gates:
         study[f"gate_{gate}"] = _study(cfg, base, f"gate-{gate}", feat, examples,
                                        model=base.model.replace(gate=gate))
@@ -142,9 +154,10 @@ def run_demo(cfg: CaptionDemoConfig) -> dict[str, Any]:
                                 data=base.data.replace(fraction=float(frac)))
         results[key] = study[key]["scores"]
         write_eval(results, out / "metrics.json")
-    timing["study_minutes"] = (time.perf_counter() - t) / 60
+    if study:
+        timing["study_minutes"] = (time.perf_counter() - t) / 60
     for k, v in study.items():
-        results["captions"]["hypotheses"][k] = v["hypotheses"]
+        results.setdefault("captions", {}).setdefault("hypotheses", {})[k] = v["hypotheses"]
     timing["total_minutes"] = (time.perf_counter() - t_start) / 60
     results["timing"] = {k: round(v, 2) for k, v in timing.items()}
     cider = headline(results)
