@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from auralm.core.config import load_preset, preset_names
-from auralm.recipes.hear.config import TrainConfig, config_from_preset
-from auralm.recipes.hear.demo import DemoConfig
 from auralm.recipes.caption.config import TrainConfig as CaptionTrainConfig
 from auralm.recipes.caption.demo import CaptionDemoConfig
+from auralm.recipes.hear.config import TrainConfig, config_from_preset
+from auralm.recipes.hear.demo import DemoConfig
 from auralm.recipes.sound.demo import SoundDemoConfig
 
 # preset name -> the config class it is read with; a new preset must be added here

@@ -111,7 +111,6 @@ def caption_scores(hyps: Sequence[str], refs: Sequence[Sequence[str]], metrics: 
                 out[f"bleu_{n + 1}"] = float(score[n])
                 items[f"bleu_{n + 1}"] = [float(x) for x in scores[n]]
         if "meteor" in metrics:
-            from pycocoevalcap.meteor.meteor import Meteor
 
             score, scores = _meteor().compute_score(gts, res)
             out["meteor"], items["meteor"] = float(score), [float(x) for x in scores]
