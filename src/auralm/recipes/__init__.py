@@ -1,4 +1,4 @@
-"""The recipes: hear (S1) and sound (S5); caption, chat and imagine join here. Each is a package of config,
+"""The recipes: hear (S1), caption (S2) and sound (S5); chat and imagine join here. Each is a package of config,
 model, data, train, evaluate, pipeline, demo, cli and presets/, and imports no other recipe.
 
 :func:`load` is what ``auralm.load()`` calls: it reads the ``recipe`` field of a checkpoint folder's
@@ -17,8 +17,8 @@ from auralm.core.errors import ConfigError, ModelNotFoundError
 # recipe -> "module:Pipeline class"; each class has from_checkpoint(path, **kwargs)
 PIPELINES: dict[str, str] = {
     "hear": "auralm.recipes.hear.pipeline:HearPipeline",
-    "caption": "auralm.recipes.caption.pipeline:CaptionPipeline",
     "sound": "auralm.recipes.sound.pipeline:SoundPipeline",
+    "caption": "auralm.recipes.caption.pipeline:CaptionPipeline",
 }
 
 
