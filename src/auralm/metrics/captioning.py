@@ -59,6 +59,13 @@ def _meteor() -> Any:
     return Meteor()
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm() -> tuple[Any, Any]:
+    from auralm.hub import load_text_encoder
+
+    return load_text_encoder("all-minilm-l6-v2")
+
+
 def spice_available() -> bool:
     """Whether SPICE can run: Stanford CoreNLP 3.6.0 and its models jar are in pycocoevalcap/spice/lib."""
     lib = _package_dir() / "spice" / "lib"
@@ -161,11 +168,11 @@ def embedding_similarity(hyps: Sequence[str], refs: Sequence[Sequence[str]], mod
                          tokenizer: Any = None) -> float:
     """Mean over items of the mean cosine similarity between the hypothesis and each reference, as
     all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised). Not FENSE: see the module doc."""
-    from auralm.hub import encode_sentences, load_text_encoder
+    from auralm.hub import encode_sentences
 
     _inputs(hyps, refs)
     if model is None:
-        model, tokenizer = load_text_encoder("all-minilm-l6-v2")
+        model, tokenizer = _minilm()
     flat = [r for rs in refs for r in rs]
     h = encode_sentences(model, tokenizer, [x or " " for x in hyps])  # N, D
     r = encode_sentences(model, tokenizer, flat)  # sum(refs), D
