@@ -169,6 +169,16 @@ class BranchProjector(nn.Module):
         return self.net(rows)
 
 
+def stream_rms(x: torch.Tensor, clamp: float = 4.0) -> torch.Tensor:
+    """``(B, L, 1)``: each position's RMS of the LM stream ``x (B, L, H)`` (no gradient), capped at ``clamp`` x
+    the row's median (attention-sink positions carry RMS in the hundreds). The branch outputs (LayerNorm
+    scale, RMS ~1) are multiplied by it, so they speak as loud as the stream they join: in SmolLM2-135M's
+    top layers the stream's RMS is 15 to 26, and an unscaled branch would need hundreds of steps to be heard."""
+    rms = x.detach().float().pow(2).mean(-1, keepdim=True).sqrt()  # B, L, 1
+    cap = clamp * rms.median(dim=1, keepdim=True).values  # B, 1, 1
+    return torch.minimum(rms, cap).to(x.dtype)
+
+
 def resurrect_mix(lang: torch.Tensor, enc: torch.Tensor, alpha: torch.Tensor, tau: float) -> torch.Tensor:
     """VisualGPT's self-resurrecting activation unit, element-wise:
     ``alpha * [alpha > tau] * lang + (1 - alpha) * [alpha < 1 - tau] * enc``."""
@@ -186,11 +196,14 @@ class MultiBranchCrossAttention(nn.Module):
     * ``sum``: ``out = x + enc``, the output projections zero-initialised (so ``enc = 0`` at init).
 
     A row whose branch has no valid positions (length 0: a playlist without tags) gets no contribution
-    from that branch (its attention output is zeroed, never a softmax over padding).
+    from that branch (its attention output is zeroed, never a softmax over padding). With
+    ``stream_scale`` (default) ``enc`` is multiplied by the stream's RMS per position (:func:`stream_rms`).
     """
 
-    def __init__(self, dim: int, branches: list[str], heads: int = 4, gate: str = "resurrect", tau: float = 0.2):
+    def __init__(self, dim: int, branches: list[str], heads: int = 4, gate: str = "resurrect", tau: float = 0.2,
+                 stream_scale: bool = True):
         super().__init__()
+        self.stream_scale = bool(stream_scale)
         if gate not in BRANCH_GATES:
             raise ValueError(f"unknown gate {gate!r}; valid: {', '.join(BRANCH_GATES)}")
         if dim % heads:
@@ -231,6 +244,8 @@ class MultiBranchCrossAttention(nn.Module):
         enc = torch.zeros_like(xs)
         for name, (rows, mask) in memories.items():
             enc = enc + self.attend(name, h, rows.to(dtype), mask)
+        if self.stream_scale:
+            enc = enc * stream_rms(xs)
         if self.gate_kind == "tanh":
             out = xs + torch.tanh(self.gate_attn) * enc
         elif self.gate_kind == "sum":
@@ -254,7 +269,8 @@ class MultiBranchCrossConnector(nn.Module):
     """
 
     def __init__(self, branch_dims: dict[str, int], lm_dim: int, num_layers: int, *, every_n: int = 1, heads: int = 4,
-                 gate: str = "resurrect", tau: float = 0.2, dropout: float = 0.1, first_layer: int = 0):
+                 gate: str = "resurrect", tau: float = 0.2, dropout: float = 0.1, first_layer: int = 0,
+                 stream_scale: bool = True):
         super().__init__()
         if not branch_dims:
             raise ValueError("the multi-branch connector needs at least one branch")
@@ -266,7 +282,7 @@ class MultiBranchCrossConnector(nn.Module):
         if not 0 <= first < num_layers:
             raise ValueError(f"first_layer {first_layer} is outside the LM's {num_layers} decoder layers")
         self.layer_ids = list(range(first, num_layers, every_n))
-        self.blocks = nn.ModuleDict({str(i): MultiBranchCrossAttention(lm_dim, self.branches, heads, gate, tau)
+        self.blocks = nn.ModuleDict({str(i): MultiBranchCrossAttention(lm_dim, self.branches, heads, gate, tau, stream_scale)
                                      for i in self.layer_ids})
         self._memories: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self._handles: list[Any] = []

@@ -55,6 +55,8 @@ class CaptionConfig(Config):
                                      "layers): the layers below see text alone and need no backward pass")
     gate: str = help_field("resurrect", f"gate of the blocks: {', '.join(BRANCH_GATES)}")
     tau: float = help_field(0.2, "resurrect gate: threshold of the self-resurrecting unit")
+    stream_scale: bool = help_field(True, "scale the branches' output by the LM stream's RMS at each position "
+                                          "(so they are heard from the first steps; see cross.stream_rms)")
     heads: int = help_field(4, "attention heads of each branch's cross-attention")
     dropout: float = help_field(0.1, "dropout in the branch projectors")
     playlist_prompt: str = help_field("Describe the playlist.", "instruction given with a playlist")
@@ -100,7 +102,7 @@ class CaptionModel(nn.Module):
         try:
             self.connector = MultiBranchCrossConnector(self.dims, self.lm_dim, len(layers), every_n=cfg.every_n,
                                                        heads=cfg.heads, gate=cfg.gate, tau=cfg.tau, dropout=cfg.dropout,
-                                                       first_layer=cfg.first_layer)
+                                                       first_layer=cfg.first_layer, stream_scale=cfg.stream_scale)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.connector.attach(layers)
