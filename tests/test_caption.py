@@ -131,6 +131,7 @@ def test_evaluation_helpers():
     assert acc == {"instrument": 1.0, "tempo_word": 1.0, "mode": 0.5}
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path, make_audio):
     """synth -> train -> generate -> eval -> auralm.load, through the real command table."""
     import auralm
