@@ -41,6 +41,7 @@ class _FakeCoco:
         return list(self.imgToAnns)
 
 
+@pytest.mark.slow  # two METEOR JVMs load the paraphrase table (10 s quiet, 80 s on a busy CPU)
 def test_scores_equal_cocoevalcap(monkeypatch):
     import pycocoevalcap.eval as coco_eval
 
