@@ -6,6 +6,8 @@ import pytest
 
 from auralm.core.config import load_preset, preset_names
 from auralm.core.errors import ConfigError
+from auralm.recipes.caption.config import TrainConfig as CaptionTrainConfig
+from auralm.recipes.caption.demo import CaptionDemoConfig
 from auralm.recipes.chat.config import TrainConfig as ChatTrainConfig
 from auralm.recipes.chat.demo import ChatDemoConfig
 from auralm.recipes.hear.config import TrainConfig, config_from_preset
@@ -23,6 +25,8 @@ CLASSES = {
     "imagine-demo": ImagineDemoConfig, "imagine-tiny": ImagineDemoConfig,
     "chat-demo": ChatDemoConfig, "chat-tiny-demo": ChatDemoConfig,
     "chat-demo-stage1": ChatTrainConfig, "chat-demo-stage2": ChatTrainConfig, "chat-tiny": ChatTrainConfig,
+    "caption-tiny": CaptionTrainConfig, "caption-demo": CaptionDemoConfig, "caption-study": CaptionDemoConfig,
+    "caption-tiny-demo": CaptionDemoConfig,
 }
 
 

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("auralm.data.prepare:cli", "pair audio files with transcripts into a manifest"),
     "synth speech": ("auralm.data.synth:cli", "render a synthetic speech corpus with espeak-ng and flite"),
     "synth scenes": ("auralm.data.scenes:cli", "draw scenes of coloured shapes with captions, questions and chats"),
+    "synth music": ("auralm.data.music:cli", "render synthetic music tracks and playlists with captions, tags, metadata"),
     "chunk": ("auralm.data.chunk:cli", "cut long audio and its transcript into chunks"),
     "embed": ("auralm.data.embed_cache:cli", "cache audio-encoder outputs for a manifest"),
     "models": ("auralm.hub:cli", "list known model names and where each resolves"),
@@ -36,6 +37,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat generate": ("auralm.recipes.chat.cli:generate_cli", "S3: answer about images and audio (--image, --audio, --prompt)"),
     "chat export": ("auralm.recipes.chat.cli:export_cli", "S3: merge LoRA into the LM; write a plain HF folder + projectors"),
     "chat demo": ("auralm.recipes.chat.cli:demo_cli", "S3: the whole chat chain on the embedded default"),
+    # S2 caption
+    "caption synth": ("auralm.recipes.caption.cli:synth_cli", "S2: render the music corpus (= auralm synth music)"),
+    "caption train": ("auralm.recipes.caption.cli:train_cli", "S2: train the playlist/track captioner (--preset NAME)"),
+    "caption eval": ("auralm.recipes.caption.cli:eval_cli", "S2: COCO metrics on held-out playlists, with baselines and shuffled branches"),
+    "caption generate": ("auralm.recipes.caption.cli:generate_cli", "S2: caption a track or a playlist (--audio a.wav b.wav --tags ...)"),
+    "caption demo": ("auralm.recipes.caption.cli:demo_cli", "S2: the whole caption chain on the embedded default"),
     # S5 sound
     "sound train-tokenizer": ("auralm.recipes.sound.cli:train_tokenizer_cli", "S5: train the mel VQ-VAE audio tokenizer"),
     "sound train-vocoder": ("auralm.recipes.sound.cli:train_vocoder_cli", "S5: train the neural vocoder"),

@@ -10,8 +10,11 @@ in a row is stopped and the repeats dropped (one copy kept): small LMs fall into
 ``max_new_per_audio`` > 0 each row also ends after that many tokens per audio position the LM reads
 (+8): a transcript is about as long as its audio, so a rambling row is cut ("the week one, the week
 two, ..." is no exact loop). For the cross family the projected audio is made visible to the hooked cross-attention
-blocks for the duration of the call; beam search expands the batch by ``num_beams`` and the hooks
-``repeat_interleave`` the audio to match. Generation stops at the end token (``<|im_end|>`` or eos).
+blocks for the duration of the call; beam search (batched, ``num_beams`` beams per row, finished beams
+ranked by ``sum(log p) / length ** length_penalty``: transformers' beam search) expands the batch by
+``num_beams`` and the hooks ``repeat_interleave`` the audio to match; one beam is greedy decoding. Any
+model with ``build_inputs(batch, answers=False, left_pad=True)``, ``audio_context(audio, lengths)``,
+``lm``, ``tokenizer``, ``end_token_id`` and ``pad_token_id`` decodes here (S1's AudioLM, S2's captioner). Generation stops at the end token (``<|im_end|>`` or eos).
 
 Streaming: ``generate(..., on_delta=callback)`` calls ``callback(row, text)`` with each row's new text
 while the LM decodes (through HF's streamer protocol, :class:`TextDeltas`), and once more at the end
@@ -38,6 +41,8 @@ class GenerationConfig(Config):
 
     strategy: str = help_field("greedy", f"decoding: {', '.join(STRATEGIES)}")
     num_beams: int = help_field(4, "beams (strategy beam)")
+    length_penalty: float = help_field(1.0, "strategy beam: a finished beam scores sum(log p) / length ** this "
+                                            "(> 0 favours longer answers, < 0 shorter ones)")
     temperature: float = help_field(1.0, "sampling temperature (strategy sample)")
     top_k: int = help_field(0, "sample among the k most likely tokens (0 = all)")
     top_p: float = help_field(1.0, "sample from the smallest set with this probability mass (1 = all)")
@@ -81,7 +86,7 @@ def hf_generation_config(gen: GenerationConfig, eos_id: int, pad_id: int) -> Any
     else:  # neutral values, so transformers does not warn about unused sampling settings
         kwargs.update(temperature=1.0, top_k=None, top_p=1.0)
     if gen.strategy == "beam":
-        kwargs.update(early_stopping=True, length_penalty=1.0)
+        kwargs.update(early_stopping=True, length_penalty=gen.length_penalty)
     return transformers.GenerationConfig(**kwargs)
 
 

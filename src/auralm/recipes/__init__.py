@@ -1,4 +1,4 @@
-"""The recipes: hear (S1), imagine (S4) and sound (S5); caption and chat join here. Each is a package of config,
+"""The recipes: hear (S1), caption (S2), chat (S3), imagine (S4) and sound (S5). Each is a package of config,
 model, data, train, evaluate, pipeline, demo, cli and presets/, and imports no other recipe.
 
 :func:`load` is what ``auralm.load()`` calls: it reads the ``recipe`` field of a checkpoint folder's
@@ -20,6 +20,7 @@ PIPELINES: dict[str, str] = {
     "sound": "auralm.recipes.sound.pipeline:SoundPipeline",
     "chat": "auralm.recipes.chat.pipeline:ChatPipeline",
     "imagine": "auralm.recipes.imagine.pipeline:ImaginePipeline",
+    "caption": "auralm.recipes.caption.pipeline:CaptionPipeline",
 }
 
 

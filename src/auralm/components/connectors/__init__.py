@@ -17,7 +17,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from auralm.components.connectors.cross import GATES, CrossConnector, GatedCrossAttention
+from auralm.components.connectors.cross import (
+    BRANCH_GATES,
+    GATES,
+    BranchProjector,
+    CrossConnector,
+    GatedCrossAttention,
+    MultiBranchCrossAttention,
+    MultiBranchCrossConnector,
+    resurrect_mix,
+)
 from auralm.components.connectors.prefix import (
     PROJECTORS,
     SpliceError,
@@ -30,7 +39,12 @@ from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
 
 __all__ = [
+    "BRANCH_GATES",
     "CONNECTORS",
+    "BranchProjector",
+    "MultiBranchCrossAttention",
+    "MultiBranchCrossConnector",
+    "resurrect_mix",
     "ConnectorConfig",
     "CrossConnector",
     "GatedCrossAttention",
