@@ -71,7 +71,8 @@ def _report(metrics: dict[str, Any]) -> str:
     types = ev["types"]
     conds = list(ev["accuracy"])
     lines = ["# auralm chat demo", "", f"Held-out test scenes (`{ev['split']}`), exact match; chance = the most common "
-             "answer's rate. Spoken questions are in voices never heard in training.", "",
+             "answer's rate. `spoken`: the question spoken by a training voice (the scene is new); `spoken_new_voice`: by a "
+             "voice never heard in training.", "",
              "| condition | " + " | ".join(types) + " | overall |", "|---|" + "---|" * (len(types) + 1)]  # fmt: skip
     for c in conds:
         row = ev["accuracy"][c]
