@@ -10,6 +10,9 @@
                                user turn of a multi-turn conversation
 ``POST /v1/audio/transcriptions``  hear checkpoints: multipart ``file``; json, text, srt, vtt, verbose_json
 ``POST /v1/audio/speech``      sound checkpoints: ``input`` is a label the model knows; a WAV comes back
+``POST /v1/images/generations``  imagine checkpoints: ``prompt`` (text) or the extension field ``input_audio``
+                               (``{"data": base64, "format": "wav"}``: picture what the clip describes);
+                               ``n``, ``size`` (``auto`` = the model's own), ``seed``; ``b64_json`` PNGs
 =============================  =======================================================================
 
 Every error is OpenAI's error object (:mod:`auralm.serve.errors`); the statuses are listed in
@@ -103,6 +106,16 @@ class ChatRequest(_Loose):
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+
+class ImageRequest(_Loose):
+    model: str
+    prompt: str = Field("", max_length=4096)
+    n: int = Field(1, ge=1)
+    size: str = "auto"
+    response_format: str = "b64_json"
+    seed: int = 0
+    input_audio: InputAudio | None = None  # extension: picture what this clip describes (the prompt is then unused)
 
 
 class SpeechRequest(_Loose):
@@ -427,6 +440,37 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
                                      media_type="text/vtt" if response_format == "vtt" else "text/plain")
         return {"task": "transcribe", "language": language or "english", "duration": round(duration, 3),
                 "text": text, "segments": segments}
+
+    @app.post("/v1/images/generations", response_model=None)
+    async def images(req: ImageRequest, request: Request) -> Any:
+        entry = service.get(req.model, "imagine", "/v1/images/generations")
+        if req.response_format != "b64_json":
+            raise APIError(400, f"response_format must be 'b64_json' (got {req.response_format!r})", param="response_format")
+        if req.n > cfg.max_n:
+            raise APIError(400, f"n {req.n} is more than this server allows ({cfg.max_n}, --max-n)", param="n")
+        dcfg = getattr(entry.pipeline, "diffusion_cfg", None)  # the offline UNet's settings; SD pipelines: 512 px
+        side = int(dcfg.image_size) if dcfg is not None else 512
+        if req.size == "auto":
+            size = (side, side)
+        else:
+            w, _, h = req.size.partition("x")
+            if not (w.isdigit() and h.isdigit() and 16 <= int(w) <= 2048 and 16 <= int(h) <= 2048):
+                raise APIError(400, f"size must be 'WIDTHxHEIGHT' (16..2048 each) or 'auto', got {req.size!r}", param="size")
+            size = (int(w), int(h))
+        wav = None
+        if req.input_audio is not None:
+            fmt = req.input_audio.format.lower()
+            if fmt not in CHAT_AUDIO_FORMATS:
+                raise APIError(400, f"input_audio.format must be one of {', '.join(CHAT_AUDIO_FORMATS)}, got {fmt!r}",
+                               param="input_audio.format")
+            raw = decode_base64(req.input_audio.data, "input_audio.data")
+            wav = await run_in_threadpool(load_audio_bytes, raw, "input_audio", cfg.max_audio_seconds, f"audio.{fmt}")
+        elif not req.prompt.strip():
+            raise APIError(400, "give a prompt, or a clip in input_audio", param="prompt")
+        pngs = await service.images(entry, req.prompt.strip() or None, wav, req.n, req.seed, size, request.state.deadline)
+        import base64
+
+        return {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(p).decode()} for p in pngs]}
 
     @app.post("/v1/audio/speech", response_model=None)
     async def speech(req: SpeechRequest, request: Request) -> Response:

@@ -36,7 +36,7 @@ from auralm.serve.errors import APIError
 
 # what each recipe serves, for /v1/models and for the 400 that names the right endpoint
 ENDPOINTS = {"hear": ["/v1/chat/completions", "/v1/audio/transcriptions"], "sound": ["/v1/audio/speech"],
-             "chat": ["/v1/chat/completions"]}
+             "chat": ["/v1/chat/completions"], "imagine": ["/v1/images/generations"]}
 GENERIC_NAMES = {"checkpoint", "latest", "bundle", "model"}
 
 
@@ -100,7 +100,8 @@ class Service:
             size = cfg.batch_size if recipe == "hear" else 1
             runs = {"hear": lambda key, jobs, pipe=pipe: self._run_hear(pipe, key, jobs),
                     "sound": lambda key, jobs, pipe=pipe: self._run_sound(pipe, jobs),
-                    "chat": lambda key, jobs, pipe=pipe: self._run_chat(pipe, key, jobs)}
+                    "chat": lambda key, jobs, pipe=pipe: self._run_chat(pipe, key, jobs),
+                    "imagine": lambda key, jobs, pipe=pipe: self._run_imagine(pipe, jobs)}
             run = runs[recipe]
             batcher = Batcher(name, run, max_items=size, wait_s=cfg.batch_wait_ms / 1000)
             self.models[name] = Model(name, str(path), recipe, pipe, batcher, int(self.started))
@@ -275,6 +276,29 @@ class Service:
             results.append(HearResult(texts, [min(_count(tok, t), gen.max_new_tokens) for t in texts],
                                       sum(_count(tok, m["content"]) for m in job.messages)))
         return results
+
+    # -- imagine ----------------------------------------------------------------------------------
+    async def images(self, model: Model, prompt: str | None, wav: np.ndarray | None, n: int, seed: int,
+                     size: tuple[int, int], deadline: float) -> list[bytes]:
+        """``n`` PNG pictures of a text prompt or of a clip (the prompt is ignored when audio is given)."""
+        return await self._wait(model, model.batcher, uuid.uuid4().hex, (prompt, wav, n, seed, size), 1, deadline)
+
+    @staticmethod
+    def _run_imagine(pipe: Any, jobs: list[tuple[str | None, np.ndarray | None, int, int, tuple[int, int]]]) -> list[list[bytes]]:
+        import io
+
+        out = []
+        for prompt, wav, n, seed, size in jobs:
+            images = pipe.generate(audio=[wav] * n, seed=seed) if wav is not None else pipe.generate(text=[prompt] * n, seed=seed)
+            pngs = []
+            for im in images:
+                if im.size != size:
+                    im = im.resize(size)
+                buf = io.BytesIO()
+                im.save(buf, format="PNG")
+                pngs.append(buf.getvalue())
+            out.append(pngs)
+        return out
 
     # -- sound ------------------------------------------------------------------------------------
     async def speech(self, model: Model, label: str | None, seed: int, deadline: float) -> np.ndarray:

@@ -200,6 +200,8 @@ def to_pil(images: torch.Tensor) -> list[Any]:
 class ImaginePipeline:
     """Sound (or text) -> picture. Build with :meth:`from_checkpoint`; see the module docstring."""
 
+    recipe = "imagine"
+
     def __init__(self, aligner: Aligner, aligner_cfg: Any, *, audio_encoder: Any = None, text_encoder: Any = None,
                  unet: Any = None, diffusers_pipe: Any = None, judge: Any = None, steps: int = 50,
                  guidance: float = 3.0, folder: Path | None = None, diffusion_cfg: Any = None,
