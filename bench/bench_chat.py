@@ -17,6 +17,7 @@ import argparse
 import time
 
 import torch
+from bench_train import matmul_peak  # the same peak bench_train.py measures (bench/ is on sys.path)
 
 from auralm.components.connectors import splice_media
 
@@ -80,17 +81,6 @@ def bench_splice(B: int = 16, H: int = 576, reps: int = 20) -> None:
     t_seed = best(lambda: seed_splice(rows_short, short_ids, media, token))
     print(f"splice, {B} conversations, {len(flat)} images of {n_img} tokens: ours {t_ours * 1e3:.2f} ms, "
           f"per-example loop {t_seed * 1e3:.2f} ms -> {t_seed / t_ours:.1f}x")
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024, reps: int = 3) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def bench_step(lm: str, batch: int, steps: int) -> None:

@@ -141,8 +141,8 @@ def _data(cfg: TrainConfig, model: Any) -> tuple[list[dict], list[dict], Feature
     train_paths = {m["path"] for e in examples if e["split"] == cfg.data.train_split for m in e.get("media", [])
                    if m["kind"] == "audio"}  # fmt: skip
     numbers = {r["text"] for r in speech if len(r["text"].split()) == 1}
-    clips = [r for r in speech if r["audio"] in train_paths or r["text"] in numbers and r["audio"] not in
-             {e.get("sound") for e in valid}]  # fmt: skip
+    valid_sounds = {e.get("sound") for e in valid}
+    clips = [r for r in speech if r["audio"] in train_paths or (r["text"] in numbers and r["audio"] not in valid_sounds)]
     feats = Features(cfg.data.dataset, model)
     valid_used = [e for e in valid if e["kind"] == "caption"][: cfg.eval_rows] + [e for e in valid if e["kind"] == "qa"]
     images, audio = media_paths(train + valid_used)
