@@ -60,11 +60,9 @@ def test_several_images_and_clips_land_at_their_placeholders(model):
     media = [{"kind": "image", "image": _image(0)}, {"kind": "audio", "wav": _wav(0.5, 1)},
              {"kind": "image", "image": _image(2)}, {"kind": "audio", "wav": _wav(0.8, 3)}]  # fmt: skip
     with torch.no_grad():
-        x = model.build_inputs({"messages": [msgs], "media": [media]}, answers=False)
+        tokens = model.build_inputs({"messages": [msgs], "media": [media]}, answers=False)
         imgs = model.image_proj(model._image_states([media[0], media[2]]))  # 2, N, H
         aud = model.project_audio([media[1], media[3]])
-    ids = x["embeds"].new_tensor(0)  # noqa: F841
-    tokens = model.build_inputs({"messages": [msgs], "media": [media]}, answers=False)
     row_ids = torch.tensor(build_conversation(model.tokenizer, msgs, [imgs.shape[1], int(aud["lm_lengths"][0]),
                                                                        imgs.shape[1], int(aud["lm_lengths"][1])],
                                               system="", generation_prompt=True)[0])  # fmt: skip
