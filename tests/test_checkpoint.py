@@ -124,3 +124,16 @@ def test_rng_state_round_trips_with_the_recipes_generators():
     assert (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item()) == a
     with pytest.raises(AuralmError, match="no state of the generator 'other'"):
         set_rng_state(state, {"other": gen})
+
+
+def test_copy_trained_names_what_does_not_fit_and_copies_nothing_then():
+    from auralm.training.checkpoint import CheckpointMismatchError, copy_trained
+
+    own = {"connector.w": torch.zeros(2, 3), "connector.b": torch.zeros(3)}
+    with pytest.raises(CheckpointMismatchError, match=r"connector.w has shape \(3, 3\).*this model: LM x"):
+        copy_trained(own, {"connector.w": torch.ones(3, 3), "connector.b": torch.ones(3)}, built_with="LM x")
+    with pytest.raises(CheckpointMismatchError, match=r"missing \['connector.b'\].*lora.r"):
+        copy_trained(own, {"connector.w": torch.ones(2, 3), "lm.q.lora_A.weight": torch.ones(1)})
+    assert not own["connector.w"].any()  # a failed load leaves the model as it was
+    copy_trained(own, {"connector.w": torch.ones(2, 3)}, strict=False)  # the subset that is there
+    assert own["connector.w"].all() and not own["connector.b"].any()

@@ -12,10 +12,10 @@ from auralm.core.errors import AudioError, AuralmError
 from auralm.recipes.hear.model import (
     TRAINABLE_PREFIXES,
     AudioLM,
-    CheckpointMismatchError,
     HearConfig,
     LoraConfig,
 )
+from auralm.training.checkpoint import CheckpointMismatchError
 
 
 def tiny(kind="prefix", lm="tiny-gpt2", **kw) -> AudioLM:

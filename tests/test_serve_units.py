@@ -100,6 +100,9 @@ def test_batcher_groups_by_key_and_isolates_failures():
     finally:
         gate.set()
         b.close()
+    # the gated batch was in run for the rest of the 0.1 s sleep after its 0.05 s window; the first batch's
+    # three jobs each waited for their window (a, 1 the whole 0.05 s)
+    assert b.stats["busy_s"] >= 0.03 and b.stats["waited_s"] >= 0.05
 
 
 def test_gate_admits_queues_and_refuses():

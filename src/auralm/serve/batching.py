@@ -38,7 +38,8 @@ class Batcher:
         self._cv = threading.Condition()
         self._closed = False
         self._last_done = 0.0
-        self.stats = {"batches": 0, "jobs": 0, "items": 0, "largest": 0, "failed": 0}
+        # busy_s: seconds in ``run``; waited_s: seconds jobs spent queued before their batch started (summed)
+        self.stats = {"batches": 0, "jobs": 0, "items": 0, "largest": 0, "failed": 0, "busy_s": 0.0, "waited_s": 0.0}
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -95,8 +96,11 @@ class Batcher:
             if batch is None:
                 return
             if batch:
+                start = time.monotonic()
+                self.stats["waited_s"] = round(self.stats["waited_s"] + sum(start - j.arrived for j in batch), 3)
                 self._run(batch, retry_alone=True)
                 self._last_done = time.monotonic()
+                self.stats["busy_s"] = round(self.stats["busy_s"] + self._last_done - start, 3)
 
     def _run(self, batch: list[Job], retry_alone: bool) -> None:
         try:

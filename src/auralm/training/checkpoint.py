@@ -119,6 +119,33 @@ def load_trainer_state(ckpt: str | Path) -> dict[str, Any]:
 
 
 # -- models with frozen pretrained parts ----------------------------------------------------------
+class CheckpointMismatchError(AuralmError):
+    """Trained weights that do not fit this model (another LM width, encoder, connector, branches or LoRA)."""
+
+
+def copy_trained(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], strict: bool = True,
+                 built_with: str = "") -> None:
+    """Copy ``state`` into the model's trained tensors ``own`` (name -> parameter or buffer), in place.
+
+    A weight of another shape, and (``strict``) a missing or unexpected name, is a
+    :class:`CheckpointMismatchError` that names it; ``built_with`` says what this model was built with (LM,
+    widths), so the message says what the checkpoint must have been trained with. Nothing is copied unless
+    everything fits."""
+    for key, value in state.items():
+        if key in own and tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointMismatchError(
+                f"trained weight {key} has shape {tuple(value.shape)} but this model needs {tuple(own[key].shape)}: "
+                f"it was trained with another LM width, encoder, connector or branch{f' (this model: {built_with})' if built_with else ''}")
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if strict and (missing or unexpected):
+        hint = " (LoRA weights: build the model with the checkpoint's lora.r)" if any("lora_" in k for k in unexpected) else ""
+        raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:5]}, "
+                                      f"unexpected {unexpected[:5]}{hint}")
+    with torch.no_grad():
+        for key in set(own) & set(state):
+            own[key].copy_(state[key])
+
+
 def save_trainable(model: Any, folder: Path) -> None:
     """``trainable.safetensors`` (what trained) and ``frozen_parts.json`` (name + revision of the frozen parts)."""
     from safetensors.torch import save_file

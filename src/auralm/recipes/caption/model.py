@@ -29,14 +29,11 @@ from torch.nn import functional as F
 from auralm.components.connectors import BRANCH_GATES, MultiBranchCrossConnector
 from auralm.components.lm import build_example, decoder_layers, end_token_id, load_lm, pad_ids
 from auralm.core.config import Config, help_field
-from auralm.core.errors import AuralmError, ConfigError
+from auralm.core.errors import ConfigError
+from auralm.training.checkpoint import copy_trained
 
 BRANCHES = ("audio", "tags", "metadata")
 AUDIO_POOLING = ("mean", "meanstd")
-
-
-class CheckpointMismatchError(AuralmError):
-    """Trained weights that do not fit this model (another LM width, branch width or gate)."""
 
 
 @dataclasses.dataclass
@@ -127,15 +124,7 @@ class CaptionModel(nn.Module):
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
         own = {f"connector.{k}": v for k, v in self.connector.state_dict().items()}
-        for key, value in state.items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointMismatchError(f"trained weight {key} has shape {tuple(value.shape)} but this model needs "
-                                              f"{tuple(own[key].shape)} (another LM, branch width or gate)")
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if strict and (missing or unexpected):
-            raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:4]}, "
-                                          f"unexpected {unexpected[:4]} (another gate or branches?)")
-        self.connector.load_state_dict({k[len("connector."):]: v for k, v in state.items() if k in own}, strict=False)
+        copy_trained(own, state, strict, f"LM {self.config.lm}, gate {self.config.gate}, branches {', '.join(self.config.branches)}")
 
     # -- inputs -------------------------------------------------------------------------------------
     def _branches(self, batch: dict[str, Any]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -44,14 +44,11 @@ from auralm.components.lm import (
 )
 from auralm.components.lm.chat import add_media_tokens, build_conversation, check_messages, media_order
 from auralm.core.config import Config, help_field
-from auralm.core.errors import AudioError, AuralmError, ConfigError
+from auralm.core.errors import AudioError, ConfigError
+from auralm.training.checkpoint import copy_trained
 
 TRAINABLE_PREFIXES = ("image_proj.", "audio_proj.", "ctc.")
 FEEDS = ("ctc_soft", "raw")
-
-
-class CheckpointMismatchError(AuralmError):
-    """Trained weights that do not fit this model."""
 
 
 @dataclasses.dataclass
@@ -210,17 +207,7 @@ class ChatLM(nn.Module):
         if self.ctc is not None and "ctc.vocab" in state:
             self.ctc.set_vocab(state.pop("ctc.vocab"))
         own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
-        for key, value in state.items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointMismatchError(f"trained weight {key} has shape {tuple(value.shape)} but this model needs "
-                                              f"{tuple(own[key].shape)} (another LM, encoder or projector shape)")  # fmt: skip
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if strict and (missing or unexpected):
-            raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:5]}, "
-                                          f"unexpected {unexpected[:5]}")  # fmt: skip
-        with torch.no_grad():
-            for key in set(own) & set(state):
-                own[key].copy_(state[key])
+        copy_trained(own, state, strict, f"LM {self.config.lm}")
 
     # -- media ------------------------------------------------------------------------------------
     def _image_states(self, items: list[dict[str, Any]]) -> torch.Tensor:

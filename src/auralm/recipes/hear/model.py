@@ -41,16 +41,13 @@ from auralm.components.lm import (
     text_ids,
 )
 from auralm.core.config import Config, help_field
-from auralm.core.errors import AudioError, AuralmError, ConfigError
+from auralm.core.errors import AudioError, ConfigError
+from auralm.training.checkpoint import copy_trained
 
 TRAINABLE_PREFIXES = ("connector.", "ctc.")  # the trained weights besides LoRA's (the training engine's groups)
 FEEDS = ("raw", "ctc_soft", "ctc_pool")
 AUDIO_NORMS = ("none", "embedding")
 CTC_VOCABS = ("all", "train")
-
-
-class CheckpointMismatchError(AuralmError):
-    """Trained weights that do not fit this model (another LM width, encoder, connector or LoRA)."""
 
 
 @dataclasses.dataclass
@@ -169,20 +166,8 @@ class AudioLM(nn.Module):
         if self.ctc is not None and "ctc.vocab" in state:
             self.ctc.set_vocab(state.pop("ctc.vocab"))
         own = {k: v for k, v in self.named_parameters() if k.startswith(TRAINABLE_PREFIXES) or "lora_" in k}
-        for key, value in state.items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointMismatchError(
-                    f"trained weight {key} has shape {tuple(value.shape)} but this model needs {tuple(own[key].shape)}: "
-                    f"it was trained with another LM width, encoder or connector (this model: LM {self.config.lm} "
-                    f"width {self.lm_dim}, encoder {self.encoder.name} width {self.encoder.dim})"
-                )
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if strict and (missing or unexpected):
-            hint = " (LoRA weights: build the model with the checkpoint's lora.r)" if any("lora_" in k for k in unexpected) else ""
-            raise CheckpointMismatchError(f"trained weights do not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}{hint}")
-        with torch.no_grad():
-            for key in set(own) & set(state):
-                own[key].copy_(state[key])
+        copy_trained(own, state, strict, f"LM {self.config.lm} width {self.lm_dim}, encoder {self.encoder.name} "
+                                         f"width {self.encoder.dim}")
 
     # -- inputs -----------------------------------------------------------------------------------
     def encode_audio(self, wavs: Any) -> tuple[torch.Tensor, torch.Tensor]:
