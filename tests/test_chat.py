@@ -213,3 +213,9 @@ def test_demo_generate_load_and_export_through_the_cli(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(lm(input_ids=ids).logits, pipe.model.lm(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
     assert (exported / "projectors.safetensors").is_file()
+
+
+def test_replies_are_compared_by_their_first_word():
+    from auralm.recipes.chat.data import normalise
+
+    assert [normalise(r) for r in ("Red.", " Yes, it is!", "three", "")] == ["red", "yes", "three", ""]

@@ -101,6 +101,13 @@ class ChatSynthConfig(Config):
 
 
 # -- speech -----------------------------------------------------------------------------------------
+def normalise(reply: str) -> str:
+    """A reply as one lower-case word without trailing punctuation ("Red." -> "red"): how every
+    accuracy here (validation, evaluation, the demo's grid) compares a reply with its answer."""
+    words = reply.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
+    return words[0] if words else ""
+
+
 def _spec(text: str, voice: str, index: int, seed: int) -> ClipSpec:
     engine, name = voice.split(":", 1)
     h = int(hashlib.sha256(f"{seed}:{voice}:{text}".encode()).hexdigest()[:8], 16)

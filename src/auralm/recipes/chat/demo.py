@@ -50,6 +50,8 @@ def _grid(examples: list[dict[str, Any]], dataset: Path, path: Path, n: int = 8)
     """A PNG grid: each test picture with its question, the expected answer and the model's reply."""
     from PIL import Image, ImageDraw
 
+    from auralm.recipes.chat.data import normalise
+
     cells = examples[:n]
     side, text_h = 160, 54
     grid = Image.new("RGB", (side * 4, (side + text_h) * ((len(cells) + 3) // 4)), "white")
@@ -61,7 +63,7 @@ def _grid(examples: list[dict[str, Any]], dataset: Path, path: Path, n: int = 8)
         q = e["question"] if len(e["question"]) <= 26 else e["question"][:25] + "…"
         draw.text((x + 3, y + side + 2), q, fill="black")
         draw.text((x + 3, y + side + 18), f"expected: {e['answer']}", fill="black")
-        ok = e["reply"].strip().lower().rstrip(".") == e["answer"]
+        ok = normalise(e["reply"]) == e["answer"]
         draw.text((x + 3, y + side + 34), f"reply: {e['reply'][:20]}", fill="green" if ok else "red")
     grid.save(path)
 

@@ -24,15 +24,17 @@ import collections
 from pathlib import Path
 from typing import Any
 
-from auralm.recipes.chat.data import QA_TYPES, Features, media_paths, qa_record, read_examples, to_batch
+from auralm.recipes.chat.data import (
+    QA_TYPES,
+    Features,
+    media_paths,
+    normalise,
+    qa_record,
+    read_examples,
+    to_batch,
+)
 
 SCENE_TYPES = ("colour", "shape", "count", "exists", "position")
-
-
-def normalise(reply: str) -> str:
-    """A reply as one lower-case word without trailing punctuation ("Red." -> "red")."""
-    words = reply.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
-    return words[0] if words else ""
 
 
 def pick(examples: list[dict[str, Any]], split: str, per_type: int) -> list[dict[str, Any]]:

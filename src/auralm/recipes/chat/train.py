@@ -23,7 +23,15 @@ from typing import Any
 
 from auralm.core.errors import ConfigError
 from auralm.recipes.chat.config import TrainConfig
-from auralm.recipes.chat.data import Features, media_paths, qa_record, read_examples, speech_rows, to_batch
+from auralm.recipes.chat.data import (
+    Features,
+    media_paths,
+    normalise,
+    qa_record,
+    read_examples,
+    speech_rows,
+    to_batch,
+)
 from auralm.training.checkpoint import load_trainable, save_trainable
 from auralm.training.loop import Task, check_resume
 from auralm.training.schedule import index_stream
@@ -112,7 +120,7 @@ class ChatTask(Task):
                 for i in range(0, len(picked), 16):
                     part = picked[i : i + 16]
                     replies = model.generate(to_batch([qa_record(e) for e in part], self.feats), gen)
-                    hits += sum(r.strip().lower().rstrip(".") == e["answer"] for r, e in zip(replies, part))
+                    hits += sum(normalise(r) == e["answer"] for r, e in zip(replies, part))
                 out["valid/accuracy"] = hits / len(picked)
         return out
 
