@@ -113,6 +113,32 @@ def test_loop_guard_stops_a_runaway_row(fitted):
     assert unguarded == [" ".join([one_copy] * 30).strip()] * 3 or all(len(u) > 20 * len(one_copy) for u in unguarded)
 
 
+@pytest.mark.parametrize("lm", ["tiny-gpt2", "tiny-llama"])
+def test_dropping_finished_rows_decodes_the_tokens_lm_generate_does(lm):
+    from auralm.components.generation import _guard, greedy_dropping_finished, hf_generation_config
+
+    model, b = trained("prefix", lm)
+    gen = GenerationConfig(max_new_tokens=12, max_repeats=0)
+    budgets = [12, 3, 7]  # the guard ends rows 1 and 2 early (if they have not ended): the live rows change
+    with torch.no_grad():
+        x = model.build_inputs(b, answers=False, left_pad=True)
+        ours = greedy_dropping_finished(model.lm, x, gen, model.end_token_id, _guard(gen, model.end_token_id, budgets, None))
+        ref = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"],
+                                generation_config=hf_generation_config(gen, model.end_token_id, model.pad_token_id),
+                                logits_processor=[_guard(gen, model.end_token_id, budgets, None)])
+    ended = [row.index(model.end_token_id) + 1 if model.end_token_id in row else len(row) for row in ours]
+    assert len(set(ended)) > 1 and min(ended) < 12  # rows ended at different steps: some were dropped
+    assert ours == [row[:n] for row, n in zip(ref.tolist(), ended)]  # lm.generate pads the rows that ended
+
+
+def test_rows_with_their_own_token_limits_answer_as_they_would_alone(fitted):
+    model, b = fitted
+    gen = GenerationConfig(max_new_tokens=8)
+    alone = [model.generate(one(b, i), gen.replace(max_new_tokens=n))[0] for i, n in enumerate((8, 2, 5))]
+    assert model.generate({**b, "max_new": [8, 2, 5]}, gen) == alone
+    assert alone != model.generate(b, gen)  # a limit cut a row (else this proves nothing)
+
+
 def test_answers_capped_per_audio_position(fitted):
     model, b = fitted
     vocab = " the cat sat on a mat and dog ran to big red sun in sky with blue sea by old tree".split(" ")[1:]

@@ -179,3 +179,33 @@ def test_transcribe_streams_chunks_in_order_and_joins_to_the_answer(tmp_path):
     assert out == pipe.transcribe(wavs, prompt=["Transcribe the audio.", "What is it?"],
                                   generation={"max_new_tokens": 12}, chunk_seconds=1.2)
     assert out[1] == pipe.transcribe(wavs[1], prompt="What is it?", generation={"max_new_tokens": 12})
+
+
+def test_batcher_refills_after_a_batch_so_clients_do_not_split_into_groups():
+    sizes: list[int] = []
+
+    def run(key, payloads):
+        sizes.append(len(payloads))
+        time.sleep(0.05)
+        return payloads
+
+    b = Batcher("t", run, max_items=4, wait_s=0.001, refill_s=1.0)
+    try:
+        def client(i: int) -> None:
+            for r in range(5):
+                time.sleep(0.02 * (i if r == 0 else 1))  # staggered at first; then a 20 ms round trip
+                b.submit("k", (i, r)).result(10)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sum(sizes) == 20 and sizes[-3:] == [4, 4, 4]  # the staggered start merged into full batches
+        t0 = time.monotonic()
+        b.submit("k", "alone").result(10)  # a batch of 4 was answered, and nobody comes back: waits refill_s
+        t1 = time.monotonic()
+        b.submit("k", "again").result(10)  # the last batch held 1 and 1 is queued: no refill wait
+        assert time.monotonic() - t1 < 0.5 <= t1 - t0
+    finally:
+        b.close()

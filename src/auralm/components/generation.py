@@ -16,6 +16,11 @@ ranked by ``sum(log p) / length ** length_penalty``: transformers' beam search) 
 model with ``build_inputs(batch, answers=False, left_pad=True)``, ``audio_context(audio, lengths)``,
 ``lm``, ``tokenizer``, ``end_token_id`` and ``pad_token_id`` decodes here (S1's AudioLM, S2's captioner). Generation stops at the end token (``<|im_end|>`` or eos).
 
+Greedy decoding of a batch of the prefix family runs :func:`greedy_dropping_finished` instead of
+``lm.generate``: the same tokens, but each row leaves the batch (and the KV cache) once it has ended, so
+a batch whose answers differ in length no longer runs every row to the longest one (a served batch of
+chat and transcription requests, for one).
+
 Streaming: ``generate(..., on_delta=callback)`` calls ``callback(row, text)`` with each row's new text
 while the LM decodes (through HF's streamer protocol, :class:`TextDeltas`), and once more at the end
 with whatever the returned answer adds, so the pieces of a row join to exactly the answer ``generate``
@@ -24,6 +29,7 @@ returns. Text the loop guard could still drop (:func:`stable_length`) is held ba
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -138,7 +144,11 @@ class TextDeltas:
             self.done = [False] * value.shape[0]
             self.sent = [""] * value.shape[0]
             return
-        for b, token in enumerate(value.tolist()):  # B new tokens, one per row
+        self.put_rows(range(len(value)), value.tolist())  # B new tokens, one per row
+
+    def put_rows(self, rows: Any, tokens: list[int]) -> None:
+        """New tokens of the given batch rows (the live rows, when finished ones were dropped)."""
+        for b, token in zip(rows, tokens):
             if b >= len(self.rows) or self.done[b]:
                 continue
             if token == self.end_id:
@@ -170,23 +180,78 @@ def _guard(gen: GenerationConfig, eos_id: int, budgets: list[int] | None, copy: 
     bias = [torch.tensor(sorted(set(ids)), dtype=torch.long) for ids in copy] if copy else None
 
     class Guard(LogitsProcessor):
+        live: list[int] | None = None  # the batch row of each input row, when finished rows were dropped
+
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-            beams = max(1, input_ids.shape[0] // rows)  # beam search: rows b*beams ... b*beams+beams-1
-            for b, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
-                if bias is not None and len(bias[b // beams]):
-                    scores[b, bias[b // beams].to(scores.device)] += gen.copy_bias
-                over = budgets is not None and len(row) >= budgets[b // beams]
+            beams = max(1, input_ids.shape[0] // rows) if self.live is None else 1  # beams: rows b*beams ... b*beams+beams-1
+            for i, row in enumerate(input_ids.tolist()):  # with inputs_embeds: the generated tokens only
+                b = i // beams if self.live is None else self.live[i]
+                if bias is not None and len(bias[b]):
+                    scores[i, bias[b].to(scores.device)] += gen.copy_bias
+                over = budgets is not None and len(row) >= budgets[b]
                 if over or loop_length(row, gen.max_repeats, gen.max_loop_period):
-                    scores[b] = torch.finfo(scores.dtype).min
-                    scores[b, eos_id] = 0.0
+                    scores[i] = torch.finfo(scores.dtype).min
+                    scores[i, eos_id] = 0.0
             return scores
 
     return Guard()
 
 
+def greedy_dropping_finished(lm: Any, x: dict[str, Any], gen: GenerationConfig, end_id: int, guard: Any = None,
+                             streamer: TextDeltas | None = None) -> list[list[int]]:
+    """Greedy decoding, KV cache reused, that drops each row from the batch (and from the cache) once it has
+    ended, so the rows still decoding no longer pay for those done: a batch costs about what its live rows
+    cost, where ``lm.generate`` runs every row until the longest ends. The tokens equal ``lm.generate``'s
+    greedy tokens (tested); positions follow the left padding as transformers computes them. Only for LMs
+    whose inputs are the prompt embeddings alone (the prefix family): hooks that hold per-row state
+    would have to drop rows too. Returns each row's new tokens, the end token included where it came."""
+    import inspect
+
+    import torch
+
+    # transformers 5.2x names the KV cache `cache` (`past_key_values` before, deprecated since)
+    kv = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    mask = x["mask"].long()
+    b = mask.shape[0]
+    live = list(range(b))
+    out: list[list[int]] = [[] for _ in range(b)]
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    step = lm(inputs_embeds=x["embeds"], attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache = getattr(step, kv)
+    generated = torch.empty(b, 0, dtype=torch.long, device=mask.device)
+    if streamer is not None:
+        streamer.put(torch.empty(b, 0, dtype=torch.long))  # starts its rows, as lm.generate does
+    for t in range(gen.max_new_tokens):
+        scores = step.logits[:, -1, :].float()
+        if guard is not None:
+            guard.live = live
+            scores = guard(generated, scores)
+        nxt = scores.argmax(-1)  # live rows
+        tokens = nxt.tolist()
+        for r, tok in zip(live, tokens):
+            out[r].append(tok)
+        if streamer is not None:
+            streamer.put_rows(live, tokens)
+        keep = [i for i, tok in enumerate(tokens) if tok != end_id]
+        if not keep or t + 1 == gen.max_new_tokens:
+            break
+        generated = torch.cat([generated, nxt[:, None]], dim=1)
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, generated, nxt = mask[index], generated[index], nxt[index]
+            live = [live[i] for i in keep]
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        step = lm(input_ids=nxt[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                  use_cache=True, **{kv: cache})
+        cache = getattr(step, kv)
+    return out
+
+
 def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None,
              on_delta: Callable[[int, str], None] | None = None) -> list[str]:
-    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``);
+    """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``, optional
+    ``max_new``: each row's own token limit, at most ``gen.max_new_tokens``: a row stops there as it would alone);
     ``on_delta(row, text)``: stream each row's text as it is decoded (see the module docstring)."""
     import torch
 
@@ -198,15 +263,23 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
     live = {"streamer": streamer} if streamer is not None and gen.strategy != "beam" else {}  # HF streams no beams
     with torch.no_grad():
         x = model.build_inputs(batch, answers=False, left_pad=True)
-        with model.audio_context(x["audio"], x["audio_lengths"]):
+        context = model.audio_context(x["audio"], x["audio_lengths"])
+        with context:
             budgets = ([math.ceil(gen.max_new_per_audio * int(n)) + 8 for n in x["lm_audio_lengths"]]
                        if gen.max_new_per_audio else None)
+            caps = batch.get("max_new")  # a row's own max_new_tokens, where rows of one batch ask for different ones
+            if caps is not None and any(int(c) < gen.max_new_tokens for c in caps):
+                budgets = [min(b, int(c)) for b, c in zip(budgets or [gen.max_new_tokens] * len(caps), caps)]
             copy = x["lm_audio_ids"] if gen.copy_bias and x.get("lm_audio_ids") is not None else None
             guard = [_guard(gen, model.end_token_id, budgets, copy)] if gen.max_repeats or budgets or copy else []
-            out = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
-                                    logits_processor=guard, **live)  # B, new
+            if gen.strategy == "greedy" and gen.use_cache and isinstance(context, contextlib.nullcontext) and len(x["mask"]) > 1:
+                rows = greedy_dropping_finished(model.lm, x, gen, model.end_token_id, guard[0] if guard else None,
+                                                streamer)
+            else:
+                rows = model.lm.generate(inputs_embeds=x["embeds"], attention_mask=x["mask"], generation_config=hf_cfg,
+                                         logits_processor=guard, **live).tolist()  # B, new
     texts = []
-    for row in out.tolist():
+    for row in rows:
         if model.end_token_id in row:
             row = row[: row.index(model.end_token_id)]
         row = row[: len(row) - loop_length(row, gen.max_repeats, gen.max_loop_period)]

@@ -3,8 +3,12 @@
 A :class:`Batcher` owns one worker thread (so one model runs one forward at a time). ``submit(key, payload,
 size)`` queues a job and returns a :class:`concurrent.futures.Future`. The worker takes the oldest job,
 waits for others with the same ``key`` (the same decoding settings) until ``wait_s`` after that job
-arrived or after the previous batch ended, whichever is later (the clients just answered are sending
-their next requests then), then hands up to ``max_items`` items' worth of them, oldest first, to ``run(key, payloads)``,
+arrived or after the previous batch ended, whichever is later. After a batch, the next one of the same key
+also waits up to ``refill_s`` after it ended for as many items as that batch answered plus those that were
+queued when it ended: under load the clients just answered send their next requests at once, and without
+this wait they would miss the batch that starts while their requests are being read, leaving batches
+half full for good (the clients split into groups that take turns). Then it hands up to ``max_items``
+items' worth of them, oldest first, to ``run(key, payloads)``,
 which returns one result per payload (an exception instance fails that job alone). Jobs with other keys keep their place for the next batch. A job
 cancelled before its batch starts (a request that timed out) is dropped; when a batch of several jobs
 fails, each job is retried alone so one bad request cannot fail the others.
@@ -32,8 +36,10 @@ class Job:
 
 class Batcher:
     def __init__(self, name: str, run: Callable[[Hashable, list[Any]], list[Any]], max_items: int = 16,
-                 wait_s: float = 0.01):
+                 wait_s: float = 0.01, refill_s: float = 0.0):
         self.name, self.run, self.max_items, self.wait_s = name, run, max(1, max_items), max(0.0, wait_s)
+        self.refill_s = max(0.0, refill_s)
+        self._refill: tuple[Hashable, int] | None = None  # (key, items) the next batch of that key waits for
         self._pending: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -73,8 +79,10 @@ class Batcher:
                 return None
             first = self._pending[0]
             deadline = max(first.arrived, self._last_done) + self.wait_s
-            while self._same(first.key) < self.max_items and not self._closed:
-                left = deadline - time.monotonic()
+            want = min(self.max_items, self._refill[1]) if self._refill and self._refill[0] == first.key else 0
+            while (same := self._same(first.key)) < self.max_items and not self._closed:
+                until = deadline if same >= want else max(deadline, self._last_done + self.refill_s)
+                left = until - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(left)
@@ -99,7 +107,10 @@ class Batcher:
                 start = time.monotonic()
                 self.stats["waited_s"] = round(self.stats["waited_s"] + sum(start - j.arrived for j in batch), 3)
                 self._run(batch, retry_alone=True)
-                self._last_done = time.monotonic()
+                with self._cv:
+                    self._last_done = time.monotonic()
+                    key = batch[0].key
+                    self._refill = (key, sum(j.size for j in batch) + self._same(key))
                 self.stats["busy_s"] = round(self.stats["busy_s"] + self._last_done - start, 3)
 
     def _run(self, batch: list[Job], retry_alone: bool) -> None:

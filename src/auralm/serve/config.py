@@ -33,6 +33,9 @@ class ServeConfig(Config):
                                            "a Content-Length larger than what is sent)")
     batch_size: int = help_field(16, "most audio items in one model forward (1: one request at a time)")
     batch_wait_ms: float = help_field(10.0, "how long the first request of a batch waits for others, in ms")
+    batch_refill_ms: float = help_field(250.0, "after a batch, how long the next one waits (ms) for as many "
+                                               "requests as it answered plus those queued: under load the "
+                                               "clients just answered send again at once (0: no wait)")
     allow_remote_media: bool = help_field(False, "fetch http(s) and file:// image URLs (default: data: URLs only)")
     ui: bool = help_field(False, "mount the Gradio UI at /ui")
     retry_after: int = help_field(1, "seconds the Retry-After header of 429/503 asks clients to wait")
@@ -47,7 +50,7 @@ class ServeConfig(Config):
         for name in ("max_tokens", "max_n", "max_concurrent", "batch_size", "retry_after"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_images", "max_queue", "batch_wait_ms"):
+        for name in ("max_images", "max_queue", "batch_wait_ms", "batch_refill_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 

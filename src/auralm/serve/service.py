@@ -6,7 +6,8 @@ Each model is a pipeline from :func:`auralm.load` with its own :class:`~auralm.s
 * hear pipelines: a job is a list of ``(waveform, prompt)`` items (the ``n`` choices of a chat request,
   or the chunks of a transcription); jobs with the same decoding settings share one
   :meth:`HearPipeline.transcribe <auralm.recipes.hear.pipeline.HearPipeline.transcribe>` call, which pads
-  clips of different lengths by their lengths. A sampled request with a ``seed`` is batched only with
+  clips of different lengths by their lengths; jobs that differ only in ``max_tokens`` share it too (each
+  row stops at its own limit, as it would alone), so chat and transcription requests batch together. A sampled request with a ``seed`` is batched only with
   itself, so the seed reproduces its answer.
 * sound pipelines: one :meth:`generate_sound <auralm.recipes.sound.pipeline.SoundPipeline.generate_sound>`
   call per request, one at a time.
@@ -103,7 +104,8 @@ class Service:
                     "chat": lambda key, jobs, pipe=pipe: self._run_chat(pipe, key, jobs),
                     "imagine": lambda key, jobs, pipe=pipe: self._run_imagine(pipe, jobs)}
             run = runs[recipe]
-            batcher = Batcher(name, run, max_items=size, wait_s=cfg.batch_wait_ms / 1000)
+            batcher = Batcher(name, run, max_items=size, wait_s=cfg.batch_wait_ms / 1000,
+                              refill_s=cfg.batch_refill_ms / 1000)
             self.models[name] = Model(name, str(path), recipe, pipe, batcher, int(self.started))
 
     @classmethod
@@ -188,9 +190,11 @@ class Service:
     async def hear(self, model: Model, job: HearJob, gen: Any, seed: int | None, deadline: float) -> HearResult:
         """Run one hear job through the model's batcher; 504 past ``deadline`` (``time.monotonic()``)."""
         sampled = gen.strategy == "sample"
-        key = (json.dumps(gen.to_dict(), sort_keys=True), seed if sampled else None,
+        # requests that differ only in max_tokens share a batch: each row stops at its own limit
+        settings = {k: v for k, v in gen.to_dict().items() if k != "max_new_tokens"}
+        key = (json.dumps(settings, sort_keys=True), seed if sampled else None,
                uuid.uuid4().hex if sampled and seed is not None else None)
-        return await self._wait(model, model.batcher, key, job, len(job.items), deadline)
+        return await self._wait(model, model.batcher, key, (job, gen.max_new_tokens), len(job.items), deadline)
 
     async def transcribe(self, model: Model, wav: np.ndarray, prompt: str | None, gen: Any,
                          deadline: float) -> tuple[list[tuple[float, float]], HearResult]:
@@ -200,24 +204,26 @@ class Service:
         items = [(wav[round(a * sr) : round(b * sr)], prompt) for a, b in spans]
         return spans, await self.hear(model, HearJob(items), gen, None, deadline)
 
-    def _run_hear(self, pipe: Any, key: tuple, jobs: list[HearJob]) -> list[HearResult]:
-        """In the worker thread: every item of every job in one ``transcribe`` call."""
+    def _run_hear(self, pipe: Any, key: tuple, payloads: list[tuple[HearJob, int]]) -> list[HearResult]:
+        """In the worker thread: every item of every job in one ``transcribe`` call, each job with its own
+        ``max_tokens``."""
         import torch
 
         from auralm.components.generation import GenerationConfig
         from auralm.recipes.hear.pipeline import max_seconds_of
 
-        gen = GenerationConfig.from_dict(json.loads(key[0]))
+        jobs, caps = [job for job, _ in payloads], [cap for _, cap in payloads]
+        gen = GenerationConfig.from_dict({**json.loads(key[0]), "max_new_tokens": max(caps)})
         results: list[HearResult | APIError] = []
         limit = int(max_seconds_of(pipe.model) * SAMPLE_RATE)
         context = _context(pipe.model)
-        for job in jobs:  # usage, and the LM's context checked before any job runs
+        for job, cap in payloads:  # usage, and the LM's context checked before any job runs
             wav, prompt = job.items[0]
             longest = max(min(len(w), limit) for w, _ in job.items)
-            need = _prompt_tokens(pipe.model, prompt, longest) + gen.max_new_tokens
+            need = _prompt_tokens(pipe.model, prompt, longest) + cap
             if context and need > context:
-                results.append(APIError(400, f"the prompt with its audio takes {need - gen.max_new_tokens} positions and "
-                                             f"max_tokens {gen.max_new_tokens} more: {need} in all, past the LM's "
+                results.append(APIError(400, f"the prompt with its audio takes {need - cap} positions and "
+                                             f"max_tokens {cap} more: {need} in all, past the LM's "
                                              f"context of {context}; ask for fewer tokens or send shorter audio",
                                         param="max_tokens"))
             else:
@@ -227,12 +233,13 @@ class Service:
             return results
         if key[1] is not None:
             torch.manual_seed(key[1])
-        wavs, prompts, where = [], [], []
+        wavs, prompts, where, limits = [], [], [], []
         for j in run:
             for k, (wav, prompt) in enumerate(jobs[j].items):
                 wavs.append(wav)
                 prompts.append(prompt)
                 where.append((j, k))
+                limits.append(caps[j])
 
         def on_text(i: int, text: str) -> None:
             j, k = where[i]
@@ -241,14 +248,14 @@ class Service:
 
         streaming = any(jobs[j].on_text is not None for j in run)
         texts = pipe.transcribe(wavs, prompt=prompts, generation=gen, batch_size=self.cfg.batch_size,
-                                on_text=on_text if streaming else None)
+                                on_text=on_text if streaming else None, max_new_tokens=limits)
         for (j, k), text in zip(where, texts):
             res = results[j]
             assert isinstance(res, HearResult)
             res.texts.append(text)
             # the answer re-tokenised (a few more tokens than were generated, at times), at most max_tokens a piece
             pieces = max(1, math.ceil(len(jobs[j].items[k][0]) / limit))
-            res.completion_tokens.append(min(_count(pipe.model.tokenizer, text), gen.max_new_tokens * pieces))
+            res.completion_tokens.append(min(_count(pipe.model.tokenizer, text), caps[j] * pieces))
         return results
 
     # -- chat -------------------------------------------------------------------------------------

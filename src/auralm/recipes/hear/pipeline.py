@@ -11,7 +11,9 @@
   lengths is little padding) and the answers put back in input order.
   ``prompt`` may be one string or one per item; ``on_text(item, text)`` streams each item's answer as it is
   decoded (an item cut into chunks streams its chunks in time order, joined by spaces), so the pieces join
-  to exactly the returned answer. :func:`audio_spans` gives the spans an item is cut into.
+  to exactly the returned answer. ``max_new_tokens`` (one per item, at most the decoding's own) gives items
+  their own token limits in one batch: each stops where it would alone. :func:`audio_spans` gives the spans
+  an item is cut into.
 
 Importing this module imports no torch, accelerate, peft or tensorboard.
 """
@@ -124,6 +126,7 @@ def transcribe(
     chunk_seconds: float | None = None,
     desc: str = "",
     on_text: Callable[[int, str], None] | None = None,
+    max_new_tokens: Sequence[int] | None = None,
 ) -> list[str]:
     """One answer per audio item (a path or a 16 kHz mono waveform); see the module docstring."""
     import torch
@@ -141,6 +144,8 @@ def transcribe(
         prompts = [p or model.config.prompt for p in prompt]
         if len(prompts) != len(audio):
             raise ConfigError(f"{len(audio)} audio items but {len(prompts)} prompts")
+    if max_new_tokens is not None and len(max_new_tokens) != len(audio):
+        raise ConfigError(f"{len(audio)} audio items but {len(max_new_tokens)} max_new_tokens")
     limit = min(chunk_seconds or math.inf, max_seconds_of(model))
     # work: (item index, wav or states) in order; an item's pieces are joined at the end
     pieces: list[tuple[int, dict[str, Any]]] = []
@@ -174,6 +179,8 @@ def transcribe(
             if not part:
                 continue
             batch: dict[str, Any] = {"prompts": [prompts[pieces[j][0]] for j, _ in part], "texts": None}
+            if max_new_tokens is not None:  # each item's own limit (a server batches requests that differ in it)
+                batch["max_new"] = [min(int(max_new_tokens[pieces[j][0]]), gen.max_new_tokens) for j, _ in part]
             if kind == "wav":
                 batch["wavs"] = [w for _, w in part]
             else:
