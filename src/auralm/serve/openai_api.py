@@ -262,7 +262,7 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(req: ChatRequest, request: Request) -> Any:
         deadline = request.state.deadline
-        model = service.get(req.model, ("hear", "chat"), "/v1/chat/completions")
+        model = service.get(req.model, ("hear", "chat", "caption"), "/v1/chat/completions")
         # images are checked first (their errors are the most specific); hear refuses them, chat reads them
         images = [p.image_url for m in req.messages for p in _content_parts(m) if isinstance(p, ImagePart)]
         if len(images) > cfg.max_images:
@@ -279,6 +279,17 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
             gen = service.generation(model, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p)
             job = await _chat_job(req, image_bytes)
             return await _reply(req, model, job, gen, lambda: service.chat(model, job, gen, req.seed, deadline))
+        if model.recipe == "caption":  # the clips are a playlist's tracks; the reply is its caption
+            if images:
+                raise APIError(400, f"model {model.name!r} is a caption checkpoint: it takes the tracks of a playlist "
+                                    "(input_audio parts) and an optional 'tags: a, b' line, not images",
+                               param="messages")
+            gen = service.generation(model, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p)
+            job = await _chat_job(req, [])
+            if not job.audio:
+                raise APIError(400, f"model {model.name!r} captions a playlist: add its tracks as input_audio parts "
+                                    "({'data': base64, 'format': 'wav'}) to a user message", param="messages")
+            return await _reply(req, model, job, gen, lambda: service.caption(model, job, gen, req.seed, deadline))
         if images:
             raise APIError(400, f"model {model.name!r} is a hear checkpoint: it takes audio (input_audio) and text, "
                                 "not images", param="messages")

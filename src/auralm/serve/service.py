@@ -9,6 +9,9 @@ Each model is a pipeline from :func:`auralm.load` with its own :class:`~auralm.s
   clips of different lengths by their lengths; jobs that differ only in ``max_tokens`` share it too (each
   row stops at its own limit, as it would alone), so chat and transcription requests batch together. A sampled request with a ``seed`` is batched only with
   itself, so the seed reproduces its answer.
+* caption pipelines: a chat request's clips are the tracks of one playlist (a ``tags:`` line gives its
+  tags); one :meth:`caption_examples <auralm.recipes.caption.pipeline.CaptionPipeline.caption_examples>`
+  call per request.
 * sound pipelines: one :meth:`generate_sound <auralm.recipes.sound.pipeline.SoundPipeline.generate_sound>`
   call per request, one at a time.
 
@@ -37,7 +40,8 @@ from auralm.serve.errors import APIError
 
 # what each recipe serves, for /v1/models and for the 400 that names the right endpoint
 ENDPOINTS = {"hear": ["/v1/chat/completions", "/v1/audio/transcriptions"], "sound": ["/v1/audio/speech"],
-             "chat": ["/v1/chat/completions"], "imagine": ["/v1/images/generations"]}
+             "chat": ["/v1/chat/completions"], "caption": ["/v1/chat/completions"],
+             "imagine": ["/v1/images/generations"]}
 GENERIC_NAMES = {"checkpoint", "latest", "bundle", "model"}
 
 
@@ -102,6 +106,7 @@ class Service:
             runs = {"hear": lambda key, jobs, pipe=pipe: self._run_hear(pipe, key, jobs),
                     "sound": lambda key, jobs, pipe=pipe: self._run_sound(pipe, jobs),
                     "chat": lambda key, jobs, pipe=pipe: self._run_chat(pipe, key, jobs),
+                    "caption": lambda key, jobs, pipe=pipe: self._run_caption(pipe, jobs),
                     "imagine": lambda key, jobs, pipe=pipe: self._run_imagine(pipe, jobs)}
             run = runs[recipe]
             batcher = Batcher(name, run, max_items=size, wait_s=cfg.batch_wait_ms / 1000,
@@ -284,6 +289,35 @@ class Service:
                                       sum(_count(tok, m["content"]) for m in job.messages)))
         return results
 
+    # -- caption ----------------------------------------------------------------------------------
+    async def caption(self, model: Model, job: ChatJob, gen: Any, seed: int | None, deadline: float) -> HearResult:
+        """``n`` captions of the playlist a chat request carries: every clip of its user turns is a track, in
+        order; a ``tags:`` line in a user turn gives the playlist's tags (comma-separated)."""
+        return await self._wait(model, model.batcher, uuid.uuid4().hex, (job, gen, seed), 1, deadline)
+
+    @staticmethod
+    def _run_caption(pipe: Any, jobs: list[tuple[ChatJob, Any, int | None]]) -> list[HearResult | APIError]:
+        import torch
+
+        results: list[HearResult | APIError] = []
+        for job, gen, seed in jobs:
+            try:
+                example = pipe.example(job.audio, caption_tags(job.messages))
+            except AuralmError as exc:  # a clip too short to be a track, a tag the model cannot read
+                results.append(APIError(400, str(exc), param="messages"))
+                continue
+            texts = []
+            for k in range(job.n):
+                if seed is not None:
+                    torch.manual_seed(seed + k)
+                texts.append(pipe.caption_examples([example], gen)[0])
+                if job.on_text is not None:
+                    job.on_text(k, texts[-1])
+            tok = pipe.model.tokenizer
+            results.append(HearResult(texts, [min(_count(tok, t), gen.max_new_tokens) for t in texts],
+                                      _count(tok, example["prompt"])))
+        return results
+
     # -- imagine ----------------------------------------------------------------------------------
     async def images(self, model: Model, prompt: str | None, wav: np.ndarray | None, n: int, seed: int,
                      size: tuple[int, int], deadline: float) -> list[bytes]:
@@ -340,6 +374,21 @@ class Service:
         return {"status": "ok", "uptime_s": round(time.time() - self.started, 1),
                 "models": {name: {"recipe": m.recipe, "queued": m.batcher.queued, **m.batcher.stats}
                            for name, m in self.models.items()}}
+
+
+def caption_tags(messages: list[dict[str, str]]) -> list[str]:
+    """The tags of a caption request: the comma-separated words after ``tags:`` at the start of a line of
+    a user turn (``"tags: calm, organ"``), in order, without repeats."""
+    tags: list[str] = []
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        text = m["content"].replace("<|audio|>", "\n").replace("<|image|>", "\n")
+        for line in text.splitlines():
+            head, _, rest = line.strip().partition(":")
+            if rest and head.strip().lower() == "tags":
+                tags += [t.strip() for t in rest.split(",") if t.strip() and t.strip() not in tags]
+    return tags
 
 
 def _context(model: Any) -> int | None:

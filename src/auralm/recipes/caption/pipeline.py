@@ -57,6 +57,8 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> tuple[Any, A
 class CaptionPipeline:
     """Caption tracks and playlists with a trained S2 model."""
 
+    recipe = "caption"
+
     def __init__(self, model: Any, featurizer: Any, generation: Any = None):
         from auralm.components.generation import GenerationConfig
 
