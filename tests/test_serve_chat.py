@@ -27,6 +27,8 @@ def png_url(seed: int = 0) -> str:
 
 @pytest.fixture(scope="module")
 def chat_checkpoint(tmp_path_factory):
+    """A tiny chat checkpoint (two steps of stage 1, two of stage 2 with LoRA) on a 12-scene synthetic set;
+    other modules import this fixture (tests/test_serve_ui_recipes.py)."""
     from auralm.core.config import apply_overrides, load_preset
     from auralm.recipes.chat.config import TrainConfig
     from auralm.recipes.chat.data import ChatSynthConfig, synth_chat

@@ -17,12 +17,19 @@ from test_serve_api import KEY, Server, b64, tone, wav_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def imagine_checkpoint(tmp_path_factory):
+    """The checkpoint of a tiny imagine demo (`auralm imagine demo --preset imagine-tiny`); other modules
+    import this fixture (tests/test_serve_ui_recipes.py)."""
     from auralm.__main__ import main
 
     out = tmp_path_factory.mktemp("serve-imagine") / "demo"
     assert main(["imagine", "demo", "--preset", "imagine-tiny", "--out", str(out)]) == 0
-    srv = Server(["--checkpoint", str(out / "checkpoint"), "--name", "imagine", "--api-key", KEY],
+    return out / "checkpoint"
+
+
+@pytest.fixture(scope="module")
+def server(imagine_checkpoint, tmp_path_factory):
+    srv = Server(["--checkpoint", str(imagine_checkpoint), "--name", "imagine", "--api-key", KEY],
                  tmp_path_factory.mktemp("serve-imagine-log") / "server.log")
     yield srv
     srv.stop()

@@ -12,8 +12,9 @@ import sys
 
 from auralm.serve.config import ServeConfig
 
-EPILOG = """endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/audio/transcriptions,
-POST /v1/audio/speech (and the UI at /ui with --ui). Examples: docs/serving.md."""
+EPILOG = """endpoints: GET /health, GET /v1/models, POST /v1/chat/completions (hear, chat and caption models),
+POST /v1/audio/transcriptions (hear), POST /v1/audio/speech (sound), POST /v1/images/generations (imagine),
+and the UI at /ui with --ui. Examples: docs/serving.md."""
 
 
 def _parser(prog: str, description: str, ui: bool) -> argparse.ArgumentParser:

@@ -459,10 +459,8 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
             raise APIError(400, f"response_format must be 'b64_json' (got {req.response_format!r})", param="response_format")
         if req.n > cfg.max_n:
             raise APIError(400, f"n {req.n} is more than this server allows ({cfg.max_n}, --max-n)", param="n")
-        dcfg = getattr(entry.pipeline, "diffusion_cfg", None)  # the offline UNet's settings; SD pipelines: 512 px
-        side = int(dcfg.image_size) if dcfg is not None else 512
         if req.size == "auto":
-            size = (side, side)
+            size = service.image_size(entry)
         else:
             w, _, h = req.size.partition("x")
             if not (w.isdigit() and h.isdigit() and 16 <= int(w) <= 2048 and 16 <= int(h) <= 2048):

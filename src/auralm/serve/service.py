@@ -319,6 +319,14 @@ class Service:
         return results
 
     # -- imagine ----------------------------------------------------------------------------------
+    @staticmethod
+    def image_size(model: Model) -> tuple[int, int]:
+        """An imagine model's own picture size (``size=auto``): its offline UNet's ``image_size``; 512 px for
+        Stable Diffusion pipelines."""
+        dcfg = getattr(model.pipeline, "diffusion_cfg", None)
+        side = int(dcfg.image_size) if dcfg is not None else 512
+        return side, side
+
     async def images(self, model: Model, prompt: str | None, wav: np.ndarray | None, n: int, seed: int,
                      size: tuple[int, int], deadline: float) -> list[bytes]:
         """``n`` PNG pictures of a text prompt or of a clip (the prompt is ignored when audio is given)."""
