@@ -96,6 +96,16 @@ class Server:
                 self.proc.wait(5)
 
 
+def serving(tmp_path_factory, label: str, args: list[str], command: str = "serve"):
+    """The body of a module fixture (``yield from serving(...)``): a :class:`Server` with ``args``, its log in
+    a fresh tmp folder named after ``label``, stopped when the module is done."""
+    srv = Server(args, tmp_path_factory.mktemp(f"{label}-log") / "server.log", command=command)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A 2-step hear-tiny run (as tests/test_hear_cli.py trains one) and a tiny sound bundle (as
@@ -127,11 +137,9 @@ MAIN_ARGS = ["--api-key", KEY, "--max-body-mb", "6", "--max-audio-seconds", "120
 
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory):
-    srv = Server(["--checkpoint", str(checkpoints["hear"]), "--name", "hear", "--checkpoint",
-                  str(checkpoints["sound"]), "--name", "sound", *MAIN_ARGS],
-                 tmp_path_factory.mktemp("serve-log") / "server.log")
-    yield srv
-    srv.stop()
+    yield from serving(tmp_path_factory, "serve", ["--checkpoint", str(checkpoints["hear"]), "--name", "hear",
+                                                   "--checkpoint", str(checkpoints["sound"]), "--name", "sound",
+                                                   *MAIN_ARGS])
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from test_serve_api import KEY, Server, b64, tone, wav_bytes  # noqa: E402
+from test_serve_api import KEY, b64, serving, tone, wav_bytes  # noqa: E402
 from test_serve_chat import png_url  # noqa: E402
 
 
@@ -30,10 +30,8 @@ def caption_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(caption_run, tmp_path_factory):
-    srv = Server(["--checkpoint", str(caption_run), "--name", "caption", "--api-key", KEY],
-                 tmp_path_factory.mktemp("serve-caption-log") / "server.log")
-    yield srv
-    srv.stop()
+    yield from serving(tmp_path_factory, "serve-caption", ["--checkpoint", str(caption_run), "--name", "caption",
+                                                           "--api-key", KEY])
 
 
 def tracks(*freqs: float) -> list[np.ndarray]:
@@ -83,5 +81,5 @@ def test_caption_tags():
 
     messages = [{"role": "system", "content": "tags: ignored"},
                 {"role": "user", "content": "Tags: calm, organ <|audio|> <|audio|>\nsomething else"},
-                {"role": "user", "content": "tags:fast,calm"}]
-    assert caption_tags(messages) == ["calm", "organ", "fast"]
+                {"role": "user", "content": "tags:fast,calm, fast"}]
+    assert caption_tags(messages) == ["calm", "organ", "fast"]  # repeats, in one line or across lines, once

@@ -14,7 +14,7 @@ import pytest
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
-from test_serve_api import KEY, Server, b64, tone, wav_bytes  # noqa: E402
+from test_serve_api import KEY, b64, serving, tone, wav_bytes  # noqa: E402
 
 
 def png_url(seed: int = 0) -> str:
@@ -46,10 +46,8 @@ def chat_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(chat_checkpoint, tmp_path_factory):
-    srv = Server(["--checkpoint", str(chat_checkpoint), "--name", "chat", "--api-key", KEY, "--max-images", "2"],
-                 tmp_path_factory.mktemp("serve-chat-log") / "server.log")
-    yield srv
-    srv.stop()
+    yield from serving(tmp_path_factory, "serve-chat", ["--checkpoint", str(chat_checkpoint), "--name", "chat",
+                                                        "--api-key", KEY, "--max-images", "2"])
 
 
 def conversation(image: str | None = None) -> list[dict]:

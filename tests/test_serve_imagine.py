@@ -13,7 +13,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 pytest.importorskip("diffusers")
 
-from test_serve_api import KEY, Server, b64, tone, wav_bytes  # noqa: E402
+from test_serve_api import KEY, b64, serving, tone, wav_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,8 @@ def imagine_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(imagine_checkpoint, tmp_path_factory):
-    srv = Server(["--checkpoint", str(imagine_checkpoint), "--name", "imagine", "--api-key", KEY],
-                 tmp_path_factory.mktemp("serve-imagine-log") / "server.log")
-    yield srv
-    srv.stop()
+    yield from serving(tmp_path_factory, "serve-imagine", ["--checkpoint", str(imagine_checkpoint), "--name", "imagine",
+                                                           "--api-key", KEY])
 
 
 def _png(b64_json: str):

@@ -45,7 +45,7 @@ from auralm.serve.config import ServeConfig
 from auralm.serve.errors import APIError, error_body
 from auralm.serve.guard import Gate, Guard
 from auralm.serve.media import CHAT_AUDIO_FORMATS, decode_base64, load_audio_bytes, load_image
-from auralm.serve.service import ChatJob, HearJob, Service
+from auralm.serve.service import AUDIO, IMAGE, ChatJob, HearJob, Service
 
 log = logging.getLogger("auralm.serve")
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -333,7 +333,7 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
                 if isinstance(part, TextPart):
                     text.append(part.text)
                 elif isinstance(part, ImagePart):
-                    text.append("<|image|>")
+                    text.append(IMAGE)
                 else:
                     fmt = part.input_audio.format.lower()
                     if fmt not in CHAT_AUDIO_FORMATS:
@@ -342,7 +342,7 @@ def create_app(service: Service, cfg: ServeConfig | None = None) -> FastAPI:
                     raw = decode_base64(part.input_audio.data, "input_audio.data")
                     clips.append(await run_in_threadpool(load_audio_bytes, raw, f"input_audio {len(clips) + 1}",
                                                          cfg.max_audio_seconds, f"audio.{fmt}"))
-                    text.append("<|audio|>")
+                    text.append(AUDIO)
             if role != "user" and len(text) != sum(isinstance(p, TextPart) for p in _content_parts(m)):
                 raise APIError(400, f"{m.role} messages hold text only; images and audio go in user messages",
                                param="messages")

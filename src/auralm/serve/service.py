@@ -43,6 +43,9 @@ ENDPOINTS = {"hear": ["/v1/chat/completions", "/v1/audio/transcriptions"], "soun
              "chat": ["/v1/chat/completions"], "caption": ["/v1/chat/completions"],
              "imagine": ["/v1/images/generations"]}
 GENERIC_NAMES = {"checkpoint", "latest", "bundle", "model"}
+# the placeholders of a chat conversation (components.lm's AUDIO_TOKEN and lm.chat's IMAGE_TOKEN, spelled
+# here so that the server imports no torch before it loads a model)
+IMAGE, AUDIO = "<|image|>", "<|audio|>"
 
 
 def model_name(path: str | Path) -> str:
@@ -391,11 +394,12 @@ def caption_tags(messages: list[dict[str, str]]) -> list[str]:
     for m in messages:
         if m["role"] != "user":
             continue
-        text = m["content"].replace("<|audio|>", "\n").replace("<|image|>", "\n")
-        for line in text.splitlines():
+        for line in m["content"].replace(AUDIO, "\n").replace(IMAGE, "\n").splitlines():
             head, _, rest = line.strip().partition(":")
             if rest and head.strip().lower() == "tags":
-                tags += [t.strip() for t in rest.split(",") if t.strip() and t.strip() not in tags]
+                for tag in (t.strip() for t in rest.split(",")):
+                    if tag and tag not in tags:
+                        tags.append(tag)
     return tags
 
 

@@ -30,10 +30,9 @@ from typing import Any
 
 from auralm.serve.errors import APIError
 from auralm.serve.media import load_audio_bytes, load_image, sniff_image
-from auralm.serve.service import ChatJob, HearJob, Service
+from auralm.serve.service import AUDIO, IMAGE, ChatJob, HearJob, Service
 
 THEME_FONTS = (["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"])  # nothing fetched
-IMAGE, AUDIO = "<|image|>", "<|audio|>"
 MAX_PROMPT = 4096  # as /v1/images/generations
 
 
