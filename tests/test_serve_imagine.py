@@ -17,17 +17,6 @@ from test_serve_api import KEY, b64, serving, tone, wav_bytes  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def imagine_checkpoint(tmp_path_factory):
-    """The checkpoint of a tiny imagine demo (`auralm imagine demo --preset imagine-tiny`); other modules
-    import this fixture (tests/test_serve_ui_recipes.py)."""
-    from auralm.__main__ import main
-
-    out = tmp_path_factory.mktemp("serve-imagine") / "demo"
-    assert main(["imagine", "demo", "--preset", "imagine-tiny", "--out", str(out)]) == 0
-    return out / "checkpoint"
-
-
-@pytest.fixture(scope="module")
 def server(imagine_checkpoint, tmp_path_factory):
     yield from serving(tmp_path_factory, "serve-imagine", ["--checkpoint", str(imagine_checkpoint), "--name", "imagine",
                                                            "--api-key", KEY])

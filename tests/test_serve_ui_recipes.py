@@ -19,12 +19,10 @@ gradio_client = pytest.importorskip("gradio_client")
 pytest.importorskip("diffusers")
 
 from test_serve_api import KEY, SR, Server, b64, serving, tone  # noqa: E402
-from test_serve_chat import chat_checkpoint  # noqa: E402, F401 - a fixture
-from test_serve_imagine import imagine_checkpoint  # noqa: E402, F401 - a fixture
 
 
 @pytest.fixture(scope="module")
-def server(chat_checkpoint, imagine_checkpoint, tmp_path_factory):  # noqa: F811
+def server(chat_checkpoint, imagine_checkpoint, tmp_path_factory):
     yield from serving(tmp_path_factory, "serve-ui-recipes", ["--checkpoint", str(chat_checkpoint), "--name", "chat",
                                                               "--checkpoint", str(imagine_checkpoint), "--name", "imagine",
                                                               "--api-key", KEY, "--max-images", "2"], command="ui")
