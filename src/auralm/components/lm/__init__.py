@@ -27,6 +27,7 @@ random LM's logits differ by at most ~2, so no connector could ever make it fit 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -160,6 +161,38 @@ def load_lm(name: str, dtype: torch.dtype | str | None = torch.float32, seed: in
     model.auralm_name = name
     model.auralm_revision = lm_revision(name, seed)
     return model, tok
+
+
+@dataclasses.dataclass
+class FrozenLM:
+    """A causal LM as a recipe model holds it: frozen, in eval mode, with the facts the model needs."""
+
+    lm: nn.Module
+    tokenizer: Any
+    revision: str  # what a checkpoint records as the frozen LM it was trained on
+    end_token_id: int  # ends an answer (<|im_end|> under ChatML, else eos)
+    pad_token_id: int
+    vocab_size: int  # V: rows of the input embeddings
+    dim: int  # H: the hidden width
+
+
+def frozen_lm(name: str, lm: nn.Module | None = None, tokenizer: Any = None, owner: str = "the model") -> FrozenLM:
+    """Load ``name`` (:func:`load_lm`), or take the given ``lm`` and its ``tokenizer``; freeze it.
+
+    The revision is the hub's (``auralm_revision``) or, for a module built elsewhere, a hash of its weights.
+    """
+    if lm is None:
+        lm, tokenizer = load_lm(name)
+    elif tokenizer is None:
+        raise ConfigError(f"{owner}: an lm given without its tokenizer")
+    from auralm.components.encoders import weights_revision
+
+    revision = getattr(lm, "auralm_revision", None) or weights_revision(lm)
+    lm.eval().requires_grad_(False)
+    end = end_token_id(tokenizer)
+    vocab, dim = lm.get_input_embeddings().weight.shape
+    return FrozenLM(lm, tokenizer, revision, end, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end,
+                    int(vocab), int(dim))  # fmt: skip
 
 
 # -- tokens and examples --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from auralm.components.connectors import BRANCH_GATES, MultiBranchCrossConnector
-from auralm.components.lm import build_example, decoder_layers, end_token_id, load_lm, pad_ids
+from auralm.components.lm import build_example, decoder_layers, frozen_lm, pad_ids
 from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
 from auralm.training.checkpoint import copy_trained
@@ -84,13 +84,10 @@ class CaptionModel(nn.Module):
                  lm: nn.Module | None = None, tokenizer: Any = None):
         super().__init__()
         self.config = cfg
-        if lm is None:
-            lm, tokenizer = load_lm(cfg.lm)
-        self.lm, self.tokenizer = lm.eval(), tokenizer
-        self.lm.requires_grad_(False)
-        self.end_token_id = end_token_id(tokenizer)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_token_id
-        self.vocab_size, self.lm_dim = lm.get_input_embeddings().weight.shape  # V, H
+        f = frozen_lm(cfg.lm, lm, tokenizer, owner="CaptionModel")
+        self.lm, self.tokenizer, self.lm_revision = f.lm, f.tokenizer, f.revision
+        self.end_token_id, self.pad_token_id, self.vocab_size, self.lm_dim = f.end_token_id, f.pad_token_id, f.vocab_size, f.dim
+        lm = self.lm
         missing = [b for b in cfg.branches if b not in dims]
         if missing:
             raise ConfigError(f"no row width given for branch(es) {missing}")

@@ -30,14 +30,13 @@ from torch.nn import functional as F
 
 from auralm.components.connectors import StackProjector, splice_media
 from auralm.components.ctc import CTCHead
-from auralm.components.encoders import build_audio_encoder, build_image_encoder, weights_revision
+from auralm.components.encoders import build_audio_encoder, build_image_encoder
 from auralm.components.lm import (
     LoraConfig,
     PlaceholderError,
     check_quantize,
-    end_token_id,
+    frozen_lm,
     inject_lora,
-    load_lm,
     pad_ids,
     quantize_lm,
     text_ids,
@@ -135,17 +134,11 @@ class ChatLM(nn.Module):
         self.config = cfg
         self.image_encoder = image_encoder if image_encoder is not None else image_encoder_from(cfg)
         self.audio_encoder = audio_encoder if audio_encoder is not None else build_audio_encoder(cfg.audio_encoder)
-        if lm is None:
-            lm, tokenizer = load_lm(cfg.lm)
-        elif tokenizer is None:
-            raise ConfigError("ChatLM: an lm given without its tokenizer")
-        self.lm_revision = getattr(lm, "auralm_revision", None) or weights_revision(lm)
-        self.lm, self.tokenizer = lm.eval(), tokenizer
-        self.lm.requires_grad_(False)
-        self.media_ids = add_media_tokens(tokenizer)
-        self.end_token_id = end_token_id(tokenizer)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_token_id
-        self.vocab_size, self.lm_dim = lm.get_input_embeddings().weight.shape  # V, H
+        f = frozen_lm(cfg.lm, lm, tokenizer, owner="ChatLM")
+        self.lm, self.tokenizer, self.lm_revision = f.lm, f.tokenizer, f.revision
+        self.end_token_id, self.pad_token_id, self.vocab_size, self.lm_dim = f.end_token_id, f.pad_token_id, f.vocab_size, f.dim
+        self.media_ids = add_media_tokens(self.tokenizer)
+        lm = self.lm
         enc = self.image_encoder
         self.image_proj = ImageProjector(enc.dim, self.lm_dim, enc.grid, cfg.image_pool, cfg.image_hidden)
         self.audio_proj = StackProjector(self.audio_encoder.dim, self.lm_dim, cfg.audio_stack, "mlp")

@@ -28,15 +28,14 @@ from torch.nn import functional as F
 
 from auralm.components.connectors import ConnectorConfig, build_connector, splice_audio
 from auralm.components.ctc import CTCHead
-from auralm.components.encoders import AudioEncoder, build_audio_encoder, weights_revision
+from auralm.components.encoders import AudioEncoder, build_audio_encoder
 from auralm.components.lm import (
     LoraConfig,
     add_audio_token,
     build_example,
     decoder_layers,
-    end_token_id,
+    frozen_lm,
     inject_lora,
-    load_lm,
     pad_ids,
     text_ids,
 )
@@ -104,17 +103,11 @@ class AudioLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.encoder = encoder if encoder is not None else build_audio_encoder(cfg.encoder)
-        if lm is None:
-            lm, tokenizer = load_lm(cfg.lm)
-        elif tokenizer is None:
-            raise ConfigError("AudioLM: an lm given without its tokenizer")
-        self.lm_revision = getattr(lm, "auralm_revision", None) or weights_revision(lm)
-        self.lm, self.tokenizer = lm.eval(), tokenizer
-        self.lm.requires_grad_(False)
-        self.audio_token_id = add_audio_token(tokenizer)
-        self.end_token_id = end_token_id(tokenizer)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_token_id
-        self.vocab_size, self.lm_dim = lm.get_input_embeddings().weight.shape  # V, H
+        f = frozen_lm(cfg.lm, lm, tokenizer, owner="AudioLM")
+        self.lm, self.tokenizer, self.lm_revision = f.lm, f.tokenizer, f.revision
+        self.end_token_id, self.pad_token_id, self.vocab_size, self.lm_dim = f.end_token_id, f.pad_token_id, f.vocab_size, f.dim
+        self.audio_token_id = add_audio_token(self.tokenizer)
+        lm = self.lm
         layers = decoder_layers(lm)
         self.connector = build_connector(cfg.connector, self.encoder.dim, self.lm_dim, len(layers))
         if cfg.connector.kind == "cross":
