@@ -116,3 +116,32 @@ def test_pool_feeds_the_mean_of_each_runs_own_frames(monkeypatch):
     assert torch.equal(out[1, 0], audio[1, 1]) and torch.equal(out[1, 1], torch.zeros(8))
     out.sum().backward()  # gradients reach the kept frames only
     assert audio.grad[0, :, 0].tolist() == [0.5, 0.5, 0.0, 1.0] and audio.grad[1, :, 0].tolist() == [0, 1, 0, 0]
+
+
+def test_cosine_scoring_reads_directions_trains_and_saves_its_scale():
+    torch.manual_seed(0)
+    emb = nn.Embedding(20, 8).requires_grad_(False)
+    ctc = CTCHead(emb, (3, 5, 7, 9, 11), scoring="cosine")
+    audio = torch.randn(2, 6, 8)
+    logp = ctc.log_probs(audio)
+    torch.testing.assert_close(logp, ctc.log_probs(5.0 * audio))  # a frame's length does not count, only its direction
+    E = torch.nn.functional.normalize(emb.weight[ctc.vocab], dim=-1)
+    cos = torch.nn.functional.normalize(audio, dim=-1) @ E.T
+    torch.testing.assert_close(logp[..., :5] - logp[..., 5:], 16.0 * cos)  # s = 16 at the start, blank logit 0
+    assert set(ctc.state_dict()) == {"log_scale", "blank.weight", "blank.bias", "vocab"}
+    assert set(head().state_dict()) == {"blank.weight", "blank.bias", "vocab"}  # dot heads save what they always did
+    features = torch.randn(2, 8, 4, generator=torch.Generator().manual_seed(1))
+    proj = nn.Linear(4, 8)
+    lengths, targets = torch.tensor([8, 5]), [[3, 7, 7, 11], [9, 5]]
+    opt = torch.optim.Adam([*proj.parameters(), *ctc.parameters()], lr=3e-2)
+    first = None
+    for _ in range(150):
+        opt.zero_grad()
+        loss = ctc.loss(proj(features), lengths, targets)
+        loss.backward()
+        opt.step()
+        first = first or float(loss.detach())
+    assert float(loss.detach()) < 0.1 * first and float(ctc.log_scale.detach()) != pytest.approx(float(torch.tensor(16.0).log()))
+    assert ctc.greedy_decode(proj(features), lengths) == targets
+    with pytest.raises(ConfigError, match="dot, cosine"):
+        CTCHead(emb, (3, 5), scoring="angle")

@@ -10,6 +10,14 @@ The only trained weights are the blank's ``nn.Linear(H, 1)`` (zero at the start)
 saved with them. The head pulls the frames towards the embeddings of the tokens spoken, so an LM can
 read them (the S1 recipe: docs/hear.md).
 
+``scoring="cosine"`` scores directions instead of dot products::
+
+    logits = s * cos(audio, E[vocab])  ⊕  s * blank(audio / |audio|)      # s = exp(log_scale), learned
+
+so a frame can only win its token by pointing where that token's embedding points (a dot product is also
+won by a long frame at a loose angle): what a continuous feed needs, where the LM reads the frames
+themselves (``CTCHead.pool``). ``log_scale`` (init log 16) is trained with the blank.
+
 * :meth:`CTCHead.loss`: ``F.ctc_loss`` against each item's token ids (tokens outside the vocabulary are
   dropped); with ``negatives = N > 0``, in training mode, a sampled softmax over the batch's target
   classes, the blank and N other classes drawn uniformly, log-corrected for the ones left out.
@@ -31,16 +39,24 @@ from torch.nn import functional as F
 
 from auralm.core.errors import ConfigError
 
-__all__ = ["CTCHead"]
+__all__ = ["CTCHead", "CTC_SCORING"]
+
+CTC_SCORING = ("dot", "cosine")
 
 
 class CTCHead(nn.Module):
     """CTC over ``embeddings.weight[vocab]`` (frozen, owned by the caller) and a learned blank (class K)."""
 
-    def __init__(self, embeddings: nn.Module, vocab: Sequence[int] | torch.Tensor | None = None, negatives: int = 0):
+    def __init__(self, embeddings: nn.Module, vocab: Sequence[int] | torch.Tensor | None = None, negatives: int = 0,
+                 scoring: str = "dot"):
         super().__init__()
         if negatives < 0:
             raise ConfigError(f"CTC negatives must be >= 0, got {negatives}")
+        if scoring not in CTC_SCORING:
+            raise ConfigError(f"CTC scoring must be one of {', '.join(CTC_SCORING)}, got {scoring!r}")
+        self.scoring = scoring
+        if scoring == "cosine":  # only then: a dot-product head's saved weights stay exactly what they were
+            self.log_scale = nn.Parameter(torch.tensor(math.log(16.0)))
         # not registered as a submodule: the LM owns these weights (not trained here, not saved with the head)
         object.__setattr__(self, "embeddings", embeddings)
         dim = embeddings.weight.shape[1]  # H
@@ -82,6 +98,14 @@ class CTCHead(nn.Module):
             raise ConfigError("the CTC head has no vocabulary yet: set_vocab, or load one with the trained weights")
         vocab = self.vocab if classes is None else self.vocab[classes]
         E = self.embeddings.weight[vocab]  # K, H
+        if self.scoring == "cosine":
+            a = F.normalize(audio.float(), dim=-1)  # B, T', H: directions only
+            scale = self.log_scale.float().exp()
+            tokens = scale * F.linear(a, F.normalize(E.float(), dim=-1))  # B, T', K
+            if bias is not None:
+                tokens = tokens + bias.float()
+            logits = torch.cat([tokens, scale * self.blank(a.to(self.blank.weight.dtype)).float()], -1)
+            return logits.log_softmax(-1)
         tokens = F.linear(audio, E.to(audio.dtype), None if bias is None else bias.to(audio.dtype))  # B, T', K
         logits = torch.cat([tokens, self.blank(audio).to(audio.dtype)], -1)  # B, T', K+1
         return logits.float().log_softmax(-1)

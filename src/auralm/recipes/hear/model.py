@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from auralm.components.connectors import ConnectorConfig, build_connector, splice_audio
-from auralm.components.ctc import CTCHead
+from auralm.components.ctc import CTC_SCORING, CTCHead
 from auralm.components.encoders import AudioEncoder, build_audio_encoder
 from auralm.components.lm import (
     LoraConfig,
@@ -68,6 +68,8 @@ class HearConfig(Config):
                                        "much faster with a large vocabulary; saved with the weights)")
     ctc_negatives: int = help_field(0, "training only: sampled CTC softmax over the batch's target tokens, the blank and "
                                        "this many other classes drawn at random (0: every class; decoding uses every class)")
+    ctc_scoring: str = help_field("dot", "CTC logits: dot (audio . embedding) or cosine (a learned scale x the cosine: "
+                                         "frames point where their tokens' embeddings point, for a continuous feed)")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     system: str | None = help_field(None, "chat system message (null: the chat template's default; a short one "
                                           "saves tokens: SmolLM2's default persona is 20 tokens per example)")
@@ -90,6 +92,8 @@ class HearConfig(Config):
             raise ConfigError(f"ctc_vocab must be one of {', '.join(CTC_VOCABS)}, got {self.ctc_vocab!r}")
         if self.ctc_negatives < 0:
             raise ConfigError(f"ctc_negatives must be >= 0, got {self.ctc_negatives}")
+        if self.ctc_scoring not in CTC_SCORING:
+            raise ConfigError(f"ctc_scoring must be one of {', '.join(CTC_SCORING)}, got {self.ctc_scoring!r}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
         if self.system is not None and not isinstance(self.system, str):
@@ -114,7 +118,7 @@ class AudioLM(nn.Module):
             self.connector.attach(layers)
         # the CTC head over the LM's input embeddings (ctc_vocab=train: the classes are set later, or loaded)
         vocab = range(self.vocab_size) if cfg.ctc_vocab == "all" else None
-        self.ctc = CTCHead(lm.get_input_embeddings(), vocab, cfg.ctc_negatives) if cfg.ctc_weight > 0 else None
+        self.ctc = CTCHead(lm.get_input_embeddings(), vocab, cfg.ctc_negatives, cfg.ctc_scoring) if cfg.ctc_weight > 0 else None
         self.has_lora = False
         if cfg.lora.r > 0:
             self.add_lora(cfg.lora)
