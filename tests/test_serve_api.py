@@ -494,14 +494,14 @@ def test_mp3_input_audio_is_decoded(client, tmp_path):
 @pytest.mark.slow
 def test_full_queue_is_429_and_slow_answer_is_504(checkpoints, tmp_path):
     srv = Server(["--checkpoint", str(checkpoints["hear"]), "--name", "hear", "--max-concurrent", "1",
-                  "--max-queue", "0", "--request-timeout", "2", "--max-tokens", "1000"], tmp_path / "tight.log")
+                  "--max-queue", "0", "--request-timeout", "1", "--max-tokens", "1000"], tmp_path / "tight.log")
     try:
         client = srv.client(key="unused")
         slow: dict[str, BaseException] = {}
 
         def long_answer() -> None:
-            try:  # ~1000 sampled tokens: seconds on a CPU, past the 2 s deadline
-                ask(client, wav_bytes(tone(0.5)), max_tokens=990, temperature=2.0)
+            try:  # 400 sampled tokens: seconds on a CPU (~6 s here), past the 1 s deadline
+                ask(client, wav_bytes(tone(0.5)), max_tokens=400, temperature=2.0)
             except openai.APIStatusError as exc:
                 slow["error"] = exc
 
@@ -516,7 +516,7 @@ def test_full_queue_is_429_and_slow_answer_is_504(checkpoints, tmp_path):
         assert "the server is busy" in error_of(err.value)["message"]
         worker.join(30)
         assert slow["error"].status_code == 504
-        assert "did not answer within 2 s (--request-timeout)" in error_of(slow["error"])["message"]
+        assert "did not answer within 1 s (--request-timeout)" in error_of(slow["error"])["message"]
         end = time.monotonic() + 60  # the timed-out batch still runs to its end; then the server answers again
         while True:
             try:
