@@ -45,7 +45,7 @@ from auralm.serve.config import ServeConfig
 from auralm.serve.errors import APIError, error_body
 from auralm.serve.guard import Gate, Guard
 from auralm.serve.media import CHAT_AUDIO_FORMATS, decode_base64, load_audio_bytes, load_image
-from auralm.serve.service import AUDIO, IMAGE, ChatJob, HearJob, Service
+from auralm.serve.service import AUDIO, IMAGE, MAX_PROMPT_CHARS, ChatJob, HearJob, Service
 
 log = logging.getLogger("auralm.serve")
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -110,7 +110,7 @@ class ChatRequest(_Loose):
 
 class ImageRequest(_Loose):
     model: str
-    prompt: str = Field("", max_length=4096)
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
     n: int = Field(1, ge=1)
     size: str = "auto"
     response_format: str = "b64_json"
@@ -120,7 +120,7 @@ class ImageRequest(_Loose):
 
 class SpeechRequest(_Loose):
     model: str
-    input: str = Field(max_length=4096)
+    input: str = Field(max_length=MAX_PROMPT_CHARS)
     voice: str | None = None  # accepted for OpenAI clients; a sound model has no voices
     response_format: str = "wav"
     seed: int = 0

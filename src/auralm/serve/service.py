@@ -46,6 +46,7 @@ GENERIC_NAMES = {"checkpoint", "latest", "bundle", "model"}
 # the placeholders of a chat conversation (components.lm's AUDIO_TOKEN and lm.chat's IMAGE_TOKEN, spelled
 # here so that the server imports no torch before it loads a model)
 IMAGE, AUDIO = "<|image|>", "<|audio|>"
+MAX_PROMPT_CHARS = 4096  # the longest text prompt of /v1/images/generations, /v1/audio/speech and the UI
 
 
 def model_name(path: str | Path) -> str:

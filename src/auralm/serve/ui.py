@@ -30,10 +30,9 @@ from typing import Any
 
 from auralm.serve.errors import APIError
 from auralm.serve.media import load_audio_bytes, load_image, sniff_image
-from auralm.serve.service import AUDIO, IMAGE, ChatJob, HearJob, Service
+from auralm.serve.service import AUDIO, IMAGE, MAX_PROMPT_CHARS, ChatJob, HearJob, Service
 
 THEME_FONTS = (["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"])  # nothing fetched
-MAX_PROMPT = 4096  # as /v1/images/generations
 
 
 def _paths(message: dict[str, Any] | None) -> list[str]:
@@ -168,8 +167,8 @@ def build_ui(service: Service) -> Any:
         prompt = (prompt or "").strip()
         try:
             model = service.get(name, "imagine", "the UI")
-            if len(prompt) > MAX_PROMPT:
-                raise APIError(400, f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT}")
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise APIError(400, f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
             wav = None
             if path:
                 wav = await asyncio.to_thread(read, path, "audio")
