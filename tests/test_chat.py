@@ -76,6 +76,18 @@ def test_several_images_and_clips_land_at_their_placeholders(model):
     torch.testing.assert_close(tokens["embeds"][0, aud_pos[a0:]], aud["lm"][1, : int(aud["lm_lengths"][1])])
 
 
+def test_a_finer_image_stride_merged_by_the_pool_feeds_the_same_positions():
+    torch.manual_seed(0)
+    m = ChatLM(ChatModelConfig(**{**TINY, "image_stride": 16, "image_pool": 2}, feed="raw", ctc_weight=0.0)).eval()
+    assert m.image_encoder.grid == (4, 4) and m.image_encoder.name.endswith("@s16")
+    with torch.no_grad():
+        states = m._image_states([{"kind": "image", "image": _image(0)}])
+        out = m.image_proj(states)
+    assert states.shape[1] == 16 and out.shape[1] == m.image_proj.num_tokens == 4  # 4 x 4 tokens -> 2 x 2 positions
+    with pytest.raises(ConfigError, match="EfficientNet encoders only"):
+        ChatLM(ChatModelConfig(**{**TINY, "image_encoder": "openai/clip-vit-base-patch32", "image_stride": 16}))
+
+
 def test_placeholder_count_mismatch_names_both_counts(model):
     msgs = [{"role": "user", "content": "<|image|><|image|> which?"}]
     with pytest.raises(PlaceholderError, match=r"2 <\|image\|> placeholder\(s\) but 1 image"):

@@ -56,6 +56,29 @@ def test_efficientnet_tokens_are_the_feature_map_row_by_row(lite):
     assert lite.name == "efficientnet-lite0-random" and lite.revision.startswith("w")
 
 
+@pytest.mark.parametrize("stride", [16, 8])
+def test_efficientnet_finer_stride_is_the_last_block_at_that_stride(lite, stride):
+    enc = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3), stride=stride)
+    # the same weights in the full model: the output of its last block at that stride, row by row
+    side = 64 // stride
+    outs = []
+    hooks = [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in lite.model._blocks]
+    with torch.no_grad():
+        lite.model.extract_features(lite.pixels([drawing()]))
+    for h in hooks:
+        h.remove()
+    want = [o for o in outs if o.shape[-1] == side][-1]  # 1, C, side, side
+    states, lengths = enc([drawing()])
+    assert enc.grid == (side, side) and enc.dim == want.shape[1] and lengths.tolist() == [side * side]
+    assert torch.allclose(states[0], want[0].flatten(1).T, atol=1e-5)
+    assert enc.name == f"efficientnet-lite0-random@s{stride}" and enc.revision != ""
+    assert sum(p.numel() for p in enc.parameters()) < sum(p.numel() for p in lite.parameters())  # later blocks dropped
+    with pytest.raises(ImageError, match="stride must be one of"):
+        build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3), stride=4)
+    with pytest.raises(ConfigError, match="EfficientNet encoders only"):
+        build_image_encoder(CLIPVisionConfig(**TINY_VIT), stride=16)
+
+
 def test_same_seed_same_weights(lite):
     again = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3))
     other = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3, seed=1))

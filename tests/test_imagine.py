@@ -18,6 +18,7 @@ from auralm.recipes.imagine.model import (
     JudgeConfig,
     build_scheduler,
     build_unet,
+    diffusion_loss,
     sample_images,
     scene_labels,
 )
@@ -136,6 +137,32 @@ def test_offline_unet_samples_are_seeded_and_masked():
     d = sample_images(unet, ddpm, states, mask, steps=4, seed=5)
     assert torch.equal(d, sample_images(unet, ddpm, states, mask, steps=4, seed=5))
     assert torch.allclose(sample_images(unet, ddpm, states[1:], mask[1:], steps=4, seed=6)[0], d[1], atol=1e-5)
+
+
+def test_min_snr_weighting_down_weights_the_clean_timesteps():
+    cfg = DiffusionConfig(image_size=8, cond_dim=16, channels=[32, 32], head_dim=8)
+    torch.manual_seed(0)
+    unet, sched = build_unet(cfg).eval(), build_scheduler(cfg, "ddpm")
+    x, states, mask = torch.rand(4, 3, 8, 8) * 2 - 1, torch.randn(4, 6, 16), torch.ones(4, 6, dtype=torch.long)
+
+    def loss(**kw):
+        with torch.no_grad():
+            return float(diffusion_loss(unet, sched, x, states, mask, torch.Generator().manual_seed(3), **kw))
+
+    plain = loss()
+    assert loss(snr_gamma=1e9) == pytest.approx(plain, rel=1e-6)  # gamma above every SNR: weight 1
+    # by hand: the same draws, each item weighted min(SNR, 1) / SNR
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(x.shape, generator=g)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    with torch.no_grad():
+        pred = unet(sched.add_noise(x, noise, t), t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    per_item = (pred - noise).pow(2).flatten(1).mean(1)
+    assert per_item.mean().item() == pytest.approx(plain, rel=1e-5)
+    assert loss(snr_gamma=1.0) == pytest.approx((per_item * snr.clamp(max=1.0) / snr).mean().item(), rel=1e-5)
+    # t_min keeps the draws on the noisy side
+    assert loss(t_min=999) != pytest.approx(plain)
 
 
 def test_bad_audio_is_refused_and_long_audio_is_windowed(clip_text, audio_encoder, sd_pipe):

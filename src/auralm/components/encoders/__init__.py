@@ -283,6 +283,7 @@ def build_image_encoder(
     *,
     layer: int = -2,
     image_size: int | None = None,
+    stride: int = 32,
     trainable: bool = False,
     device: str | None = None,
     dtype: Any = None,
@@ -292,27 +293,30 @@ def build_image_encoder(
 
     ``layer`` picks the hidden layer of CLIP/SigLIP towers (-2: LLaVA's penultimate layer).
     ``image_size`` runs EfficientNet at another input side (64 px -> 2 x 2 tokens); CLIP/SigLIP take
-    their own size only. ``seed`` fixes the random weights of config-built encoders. A config is an
+    their own size only. ``stride`` picks EfficientNet's feature map: 32 (the final 1280-wide map), 16 or 8 (the
+    last block at that stride: more tokens, closer to the pixels). ``seed`` fixes the random weights of config-built encoders. A config is an
     :class:`EfficientNetLiteConfig`, or a transformers ``CLIPVisionConfig``/``CLIPConfig``/
     ``SiglipVisionConfig``/``SiglipConfig``.
     """
     if isinstance(name_or_cfg, str):
         name, family, arg = resolve_image_name(name_or_cfg)
         if family == "efficientnet":
-            enc: ImageEncoder = _load_efficientnet(name, arg, image_size)
+            enc: ImageEncoder = _load_efficientnet(name, arg, image_size, stride)
         elif family == "folder" and _folder_model_type(Path(arg)) == "efficientnet-lite":
-            enc = _load_efficientnet(name, arg, image_size)
+            enc = _load_efficientnet(name, arg, image_size, stride)
         else:
             _no_image_size(name, image_size)
+            _no_stride(name, stride)
             path = Path(arg) if family == "folder" else _hf_snapshot(name, arg)
             enc = _load_hf_vision(name, path, layer)
     elif isinstance(name_or_cfg, EfficientNetLiteConfig):
         c = name_or_cfg if image_size is None else name_or_cfg.replace(image_size=image_size)
         with torch_seed(c.seed):
             model = _efficientnet_module(c.variant, c.image_size, width=c.width, depth=c.depth)
-        enc = EfficientNetLiteEncoder(model.eval(), f"{c.variant}-random", "", c.image_size)
+        enc = EfficientNetLiteEncoder(model.eval(), f"{c.variant}-random", "", c.image_size, stride=stride)
         enc.revision = weights_revision(enc)
     else:
+        _no_stride(type(name_or_cfg).__name__, stride)
         enc = _vision_from_config(name_or_cfg, layer, image_size, seed)
     if device is not None or dtype is not None:
         enc = enc.to(device=device, dtype=dtype)
@@ -359,7 +363,12 @@ def _efficientnet_module(variant: str, image_size: int, width: float | None = No
     return EfficientNet.from_name(variant, **override)
 
 
-def _load_efficientnet(name: str, where: str, image_size: int | None) -> EfficientNetLiteEncoder:
+def _no_stride(name: str, stride: int) -> None:
+    if stride != 32:
+        raise ConfigError(f"{name}: stride applies to EfficientNet encoders only (CLIP/SigLIP pick a layer instead)")
+
+
+def _load_efficientnet(name: str, where: str, image_size: int | None, stride: int = 32) -> EfficientNetLiteEncoder:
     """Pretrained EfficientNet-Lite from a hub name or a converted folder (config.json + model.safetensors)."""
     import json
 
@@ -376,7 +385,8 @@ def _load_efficientnet(name: str, where: str, image_size: int | None) -> Efficie
     model = _efficientnet_module(cfg["variant"], size)
     state = load_file(str(folder / "model.safetensors"))
     model.load_state_dict(state, strict=True)
-    return EfficientNetLiteEncoder(model.eval(), name, res.revision, size, tuple(cfg["image_mean"]), tuple(cfg["image_std"]))
+    return EfficientNetLiteEncoder(model.eval(), name, res.revision, size, tuple(cfg["image_mean"]), tuple(cfg["image_std"]),
+                                   stride=stride)
 
 
 def _hf_snapshot(name: str, repo_id: str) -> Path:

@@ -193,22 +193,52 @@ class ImageEncoder(FrozenEncoder):
 
 
 class EfficientNetLiteEncoder(ImageEncoder):
-    """An ``efficientnet_lite_pytorch.EfficientNet``'s final feature map as tokens, row-major.
+    """An ``efficientnet_lite_pytorch.EfficientNet``'s feature map as tokens, row-major.
 
-    ``(B, 3, S, S) -> extract_features -> (B, 1280, S/32, S/32) -> (B, (S/32)**2, 1280)``.
+    ``stride=32`` (default): the final 1280-wide map, ``(B, 3, S, S) -> (B, (S/32)**2, 1280)``.
+    ``stride=16`` or ``8``: the output of the last block at that stride (Lite0: 112 or 40 channels), finer and
+    closer to the pixels: a per-cell linear probe reads the colour of drawn shapes at 0.95 there against 0.70
+    from the final map (``experiments/s3_image_probe.py``). The blocks after it are dropped. A stride other than
+    32 is part of the encoder's ``name`` (``efficientnet-lite0@s16``), so feature caches keep them apart.
     """
 
+    STRIDES = (8, 16, 32)
+
     def __init__(self, model: nn.Module, name: str, revision: str, image_size: int,
-                 mean: tuple = LITE_MEAN, std: tuple = LITE_STD):  # fmt: skip
-        side = -(-image_size // 32)  # five stride-2 stages with TF "same" padding: ceil(S / 32)
-        dim = model._bn1.num_features
+                 mean: tuple = LITE_MEAN, std: tuple = LITE_STD, stride: int = 32):  # fmt: skip
+        if stride not in self.STRIDES:
+            raise ImageError(f"{name}: stride must be one of {', '.join(map(str, self.STRIDES))}, got {stride}")
+        side = image_size
+        for _ in range(stride.bit_length() - 1):  # stride-2 stages with TF "same" padding: ceil each time
+            side = -(-side // 2)
+        self.stride = int(stride)
+        if stride == 32:
+            dim, self.last_block = model._bn1.num_features, None
+        else:
+            reached, self.last_block = 2, None  # the stem halves the input
+            for i, blk in enumerate(model._blocks):
+                s = blk._block_args.stride
+                reached *= int(s[0] if isinstance(s, (list, tuple)) else s)
+                if reached > stride:
+                    break
+                self.last_block = i
+            dim = model._blocks[self.last_block]._block_args.output_filters
+            model._blocks = model._blocks[: self.last_block + 1]
+            model._conv_head = model._bn1 = nn.Identity()  # not run; no unused parameters
+            name = f"{name}@s{stride}"
         super().__init__(name, revision, dim, (side, side), Preprocess(image_size, tuple(mean), tuple(std)))
         model._fc = nn.Identity()  # the classifier is not used; no unused parameters under DDP
         self.model = model
         self.set_trainable(False)
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        fmap = self.model.extract_features(pixels)  # B, C, H, W
+        if self.stride == 32:
+            fmap = self.model.extract_features(pixels)  # B, C, H, W
+        else:
+            m = self.model
+            fmap = m._swish(m._bn0(m._conv_stem(pixels)))
+            for blk in m._blocks:  # inference only: no drop-connect
+                fmap = blk(fmap)
         return fmap.flatten(2).transpose(1, 2)  # B, H*W, C
 
 

@@ -56,7 +56,9 @@ class ChatModelConfig(Config):
 
     image_encoder: str = help_field("efficientnet-lite0", "image encoder (auralm.components.encoders), e.g. "
                                                           "efficientnet-lite0, openai/clip-vit-base-patch32")  # fmt: skip
-    image_size: int = help_field(224, "side the image encoder reads, in pixels (EfficientNet: ceil(side / 32)^2 tokens)")
+    image_size: int = help_field(224, "side the image encoder reads, in pixels (EfficientNet: ceil(side / stride)^2 tokens)")
+    image_stride: int = help_field(32, "EfficientNet's feature map: 32 (the final 1280-wide map) or 16 / 8 (the last "
+                                       "block at that stride: finer, closer to the pixels; colour survives there)")
     audio_encoder: str = help_field("whisper-tiny.en", "audio encoder name, e.g. whisper-tiny.en, conv-tiny")
     lm: str = help_field("smollm2-135m-instruct", "causal LM: hub name, or tiny-gpt2 / tiny-llama (random, for tests)")
     image_pool: int = help_field(1, "merge p x p neighbouring image tokens into one LM position (1: every token)")
@@ -73,6 +75,8 @@ class ChatModelConfig(Config):
     def validate(self) -> None:
         if self.image_size < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if self.image_stride not in (8, 16, 32):
+            raise ConfigError(f"image_stride must be 8, 16 or 32, got {self.image_stride}")
         if self.image_pool < 1 or self.audio_stack < 1:
             raise ConfigError(f"image_pool and audio_stack must be >= 1, got {self.image_pool}, {self.audio_stack}")
         if self.feed not in FEEDS:
@@ -88,10 +92,11 @@ def image_encoder_from(cfg: ChatModelConfig) -> Any:
     from auralm.components.encoders import EfficientNetLiteConfig
 
     if cfg.image_encoder == "efficientnet-tiny":
-        return build_image_encoder(EfficientNetLiteConfig(image_size=cfg.image_size, width=0.25, depth=0.25))
+        return build_image_encoder(EfficientNetLiteConfig(image_size=cfg.image_size, width=0.25, depth=0.25),
+                                   stride=cfg.image_stride)  # fmt: skip
     if cfg.image_encoder.startswith("efficientnet"):
-        return build_image_encoder(cfg.image_encoder, image_size=cfg.image_size)
-    return build_image_encoder(cfg.image_encoder)
+        return build_image_encoder(cfg.image_encoder, image_size=cfg.image_size, stride=cfg.image_stride)
+    return build_image_encoder(cfg.image_encoder, stride=cfg.image_stride)
 
 
 class ImageProjector(nn.Module):

@@ -185,17 +185,28 @@ def null_condition(batch: int, tokens: int, dim: int, device: Any = None) -> tup
 
 
 def diffusion_loss(unet: Any, scheduler: Any, images: torch.Tensor, states: torch.Tensor, mask: torch.Tensor,
-                   gen: torch.Generator) -> torch.Tensor:  # fmt: skip
-    """The DDPM training loss: noise ``images`` (B, 3, S, S in [-1, 1]) at random timesteps, predict the noise
-    (or v) from the states (B, N, D) with their mask (B, N)."""
+                   gen: torch.Generator, *, snr_gamma: float = 0.0, t_min: int = 0) -> torch.Tensor:  # fmt: skip
+    """The DDPM training loss: noise ``images`` (B, 3, S, S in [-1, 1]) at random timesteps in
+    ``[t_min, T)``, predict the noise (or v) from the states (B, N, D) with their mask (B, N).
+
+    ``snr_gamma > 0`` weights each item by Min-SNR-gamma (Hang et al. 2023): ``min(SNR, gamma) / SNR`` for epsilon
+    (``/ (SNR + 1)`` for v), so the nearly clean timesteps, where the condition hardly matters, stop dominating.
+    """
     b = images.shape[0]
     noise = torch.randn(images.shape, generator=gen).to(images)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(images.device)
+    t = torch.randint(t_min, scheduler.config.num_train_timesteps, (b,), generator=gen).to(images.device)
     noisy = scheduler.add_noise(images, noise, t)
-    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(images, noise, t)
+    eps = scheduler.config.prediction_type == "epsilon"
+    target = noise if eps else scheduler.get_velocity(images, noise, t)
     states = states * mask[:, :, None].to(states)  # padding states zeroed: the pooled summary sees real tokens only
     pred = unet(noisy, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
-    return F.mse_loss(pred.float(), target.float())
+    per_item = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    if snr_gamma > 0:
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(scheduler, t).float()
+        per_item = per_item * snr.clamp(max=snr_gamma) / (snr if eps else snr + 1)
+    return per_item.mean()
 
 
 @torch.no_grad()

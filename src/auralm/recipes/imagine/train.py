@@ -216,8 +216,9 @@ class DiffusionTask(Task):
         idx = [i for i, _, _ in examples]
         states, mask = self.condition([self.captions[i][c] for i, c, _ in examples], [d for _, _, d in examples])
         x = self.images[idx].to(self.device) * 2 - 1
-        return {"loss": diffusion_loss(self.unet, self.scheduler, x, states, mask, self.generators["noise"]),
-                "n": len(examples)}  # fmt: skip
+        loss = diffusion_loss(self.unet, self.scheduler, x, states, mask, self.generators["noise"],
+                              snr_gamma=self.cfg.snr_gamma)  # fmt: skip
+        return {"loss": loss, "n": len(examples)}
 
     def end_step(self, step: int) -> None:
         if self.ema is not None:
@@ -230,16 +231,22 @@ class DiffusionTask(Task):
 
     @torch.no_grad()
     def validate(self, step: int, logger: Any) -> dict[str, float]:
+        """The plain DDPM loss on valid scenes with their captions and with the null condition, over every
+        timestep and over the noisier half (``_high``: where the picture's layout and colours are decided, so the
+        condition's effect shows first). Same noise and timesteps for both conditions."""
         images, texts = self.valid
-        g = torch.Generator().manual_seed(1234)
+        x = images.to(self.device) * 2 - 1
         states, mask = self.condition(texts, [False] * len(texts))
-        self.unet.eval()
-        loss = diffusion_loss(self.unet, self.scheduler, images.to(self.device) * 2 - 1, states, mask, g)
         null_s, null_m = null_condition(len(texts), states.shape[1], states.shape[2], self.device)
-        g = torch.Generator().manual_seed(1234)
-        uncond = diffusion_loss(self.unet, self.scheduler, images.to(self.device) * 2 - 1, null_s, null_m, g)
+        half = self.scheduler.config.num_train_timesteps // 2
+        out = {}
+        self.unet.eval()
+        for suffix, t_min in (("", 0), ("_high", half)):
+            for name, (s, m) in (("loss", (states, mask)), ("loss_unconditional", (null_s, null_m))):
+                g = torch.Generator().manual_seed(1234)
+                out[f"valid/{name}{suffix}"] = float(diffusion_loss(self.unet, self.scheduler, x, s, m, g, t_min=t_min))
         self.unet.train()
-        return {"valid/loss": float(loss), "valid/loss_unconditional": float(uncond)}
+        return out
 
     def weights(self) -> dict[str, torch.Tensor]:
         return self.ema if self.ema is not None else self.unet.state_dict()
