@@ -214,12 +214,12 @@ def _voice_for(text: str, cfg: ChatSynthConfig, rng: np.random.Generator) -> str
 
 
 def _caption_examples(scene: dict[str, Any], rng: np.random.Generator) -> list[dict]:
-    from auralm.data.scenes import _DESCRIBE
+    from auralm.data.scene_words import DESCRIBE
 
     image = {"kind": "image", "path": f"scenes/{scene['image']}"}
     out = []
     for k, caption in enumerate(scene["captions"][:2]):
-        messages = [{"role": "user", "content": f"{IMAGE}\n{rng.choice(_DESCRIBE)}"}, {"role": "assistant", "content": caption}]
+        messages = [{"role": "user", "content": f"{IMAGE}\n{rng.choice(DESCRIBE)}"}, {"role": "assistant", "content": caption}]
         out.append({"id": f"{scene['id']}-d{k}", "scene": scene["id"], "split": scene["split"], "kind": "caption",
                     "messages": messages, "media": [image], "types": ["caption"], "heldout": [scene["heldout"]]})  # fmt: skip
     return out
