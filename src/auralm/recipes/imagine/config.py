@@ -74,6 +74,8 @@ class DiffusionTrainConfig(RunConfig):
     text_max_length: int = help_field(40, "tokens N of the conditioning states")
     cfg_dropout: float = help_field(0.1, "fraction of images trained with the null condition (classifier-free guidance)")
     ema: float = help_field(0.0, "EMA decay of the weights used for sampling (0: none)")
+    captions: int = help_field(0, "captions of each train scene it learns from: the first k (the canonical full "
+                                  "description first); 0: all of them")
     snr_gamma: float = help_field(0.0, "Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is theirs); 0: the plain DDPM loss")
     max_eval: int = help_field(64, "valid scenes scored by the validation loss")
 
@@ -86,6 +88,8 @@ class DiffusionTrainConfig(RunConfig):
             raise ConfigError(f"DiffusionTrainConfig.kind must be 'diffusion', got {self.kind!r}")
         if not 0 <= self.cfg_dropout < 1 or not 0 <= self.ema < 1:
             raise ConfigError("DiffusionTrainConfig: cfg_dropout and ema must be in [0, 1)")
+        if self.captions < 0:
+            raise ConfigError(f"DiffusionTrainConfig.captions must be >= 0, got {self.captions}")
         if self.snr_gamma < 0:
             raise ConfigError(f"DiffusionTrainConfig.snr_gamma must be >= 0, got {self.snr_gamma}")
 

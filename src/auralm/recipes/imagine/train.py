@@ -118,8 +118,10 @@ class AlignerTask(Task):
 @torch.no_grad()
 def encode_texts(text: Any, texts: list[str], cache: dict[str, tuple[torch.Tensor, int]], batch: int = 64) -> None:
     """Fill ``cache`` (caption -> (float16 ``(N, D)`` states, length)) with the text encoder's states of ``texts``."""
+    from auralm.core.progress import progress
+
     todo = sorted(set(texts) - set(cache))
-    for i in range(0, len(todo), batch):
+    for i in progress(range(0, len(todo), batch), desc="encode captions", unit="batch"):
         states, lens = text.encode(todo[i : i + batch], pad_to_max=True)
         for t, s_, n in zip(todo[i : i + batch], states, lens.tolist()):
             cache[t] = (s_.to(torch.float16), int(n))
@@ -191,6 +193,8 @@ class DiffusionTask(Task):
         self.generators = {"data": torch.Generator().manual_seed(cfg.optim.seed),
                            "noise": torch.Generator().manual_seed(cfg.optim.seed + 1)}  # fmt: skip
         self.device = torch.device("cpu")
+        self.states: dict[str, tuple[torch.Tensor, int]] = {}  # caption -> its states (the text encoder is frozen)
+        encode_texts(text, sorted({c for cs in captions for c in cs} | set(valid[1])), self.states)
 
     def bind(self, ctx: Any) -> None:
         self.device = ctx.device
@@ -203,7 +207,9 @@ class DiffusionTask(Task):
         return [(i, int(u * len(self.captions[i])), d) for i, u, d in zip(idx, pick, drop)]
 
     def condition(self, texts: list[str], drop: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
-        states, lens = self.text.encode(texts, pad_to_max=True)
+        """The cached text states of ``texts`` (B, N, D) and their mask; dropped items get the null condition."""
+        states = torch.stack([self.states[t][0] for t in texts]).float()
+        lens = torch.tensor([self.states[t][1] for t in texts])
         mask = (torch.arange(states.shape[1])[None] < lens[:, None]).long()
         if any(drop):
             null_s, null_m = null_condition(len(texts), states.shape[1], states.shape[2])
@@ -283,7 +289,8 @@ def train_diffusion(cfg: DiffusionTrainConfig) -> Path:
         raise ConfigError(f"{cfg.corpus} holds {corpus.cfg.image_size} px scenes; model.image_size is {cfg.model.image_size}")
     images = torch.stack([corpus.image(s) for s in train])
     valid = corpus.scene_list("valid")[: cfg.max_eval] or train[: cfg.max_eval]
-    task = DiffusionTask(cfg, text, images, [s["captions"] for s in train],
+    k = cfg.captions or None
+    task = DiffusionTask(cfg, text, images, [s["captions"][:k] for s in train],
                          (torch.stack([corpus.image(s) for s in valid]), [s["captions"][0] for s in valid]))  # fmt: skip
     ckpt = fit(task, cfg, name="train diffusion", device="cpu")
     _report("train-diffusion", ckpt, ("loss", "loss_unconditional"))
