@@ -165,6 +165,23 @@ def test_min_snr_weighting_down_weights_the_clean_timesteps():
     assert loss(t_min=999) != pytest.approx(plain)
 
 
+def test_diffusion_conditions_are_the_text_encoders_states_encoded_once(clip_text, monkeypatch):
+    from auralm.recipes.imagine.config import DiffusionTrainConfig
+    from auralm.recipes.imagine.train import DiffusionTask
+
+    captions = [["red circle", "a red one"], ["blue square"]]
+    cfg = DiffusionTrainConfig.from_dict({"model": {"image_size": 8, "cond_dim": clip_text.dim, "channels": [32, 32],
+                                                    "head_dim": 8}, "text_max_length": clip_text.max_length})  # fmt: skip
+    task = DiffusionTask(cfg, clip_text, torch.rand(2, 3, 8, 8), captions, (torch.rand(1, 3, 8, 8), ["blue square"]))
+    monkeypatch.setattr(clip_text, "encode", lambda *a, **k: pytest.fail("encoded again"))  # cached: never again
+    states, mask = task.condition(["a red one", "blue square"], [False, True])
+    monkeypatch.undo()
+    want, lens = clip_text.encode(["a red one"], pad_to_max=True)
+    torch.testing.assert_close(states[0], want[0], atol=2e-3, rtol=2e-3)  # stored in float16
+    assert mask[0].sum() == lens[0] and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)  # dropped: the null input
+    assert float(states[1].abs().sum()) == 0.0
+
+
 def test_bad_audio_is_refused_and_long_audio_is_windowed(clip_text, audio_encoder, sd_pipe):
     aligner, cfg = aligner_for(clip_text)
     pipe = ImaginePipeline(aligner, cfg, audio_encoder=audio_encoder, text_encoder=clip_text, diffusers_pipe=sd_pipe)
