@@ -69,6 +69,11 @@ def test_generate_eval_and_bad_input_through_the_cli(demo, tmp_path, capsys):
                  "--n-retrieval", "8", "--out", str(out)]) == 0  # fmt: skip
     m = json.loads(out.read_text())
     assert set(m) == {"retrieval"} and m["retrieval"]["n"] == 8  # an aligner alone: retrieval only
+    # more scenes judged than ranked: each count is its own
+    assert main(["imagine", "eval", "--checkpoint", str(demo / "checkpoint"), "--corpus", str(demo / "corpus"),
+                 "--n-retrieval", "2", "--n-judge", "3", "--steps", "2", "--out", str(out)]) == 0  # fmt: skip
+    m = json.loads(out.read_text())
+    assert m["retrieval"]["n"] == 2 and m["n_judged"] == 3
     # a finished run resumes to its end at once; another config in the same folder is refused
     run = demo / "aligner"
     assert main(["imagine", "train-aligner", "--corpus", str(demo / "corpus"), "--out", str(run), "--config",

@@ -105,9 +105,9 @@ def evaluate(pipe: Any, corpus: Corpus, *, n_retrieval: int = 100, n_judge: int 
              grid_rows: int = 8) -> dict[str, Any]:  # fmt: skip
     """Every figure of the module docstring that ``pipe`` (an ImaginePipeline) allows; see the module docstring."""
     out: dict[str, Any] = {}
-    rows = eval_rows(corpus, n_retrieval)
+    rows = eval_rows(corpus, max(n_retrieval, n_judge))  # the first n_retrieval are ranked, the first n_judge drawn
     feats = corpus.features(rows, pipe.audio_encoder)
-    out["retrieval"] = evaluate_aligner(pipe.aligner, pipe.text_encoder, rows, feats, corpus)
+    out["retrieval"] = evaluate_aligner(pipe.aligner, pipe.text_encoder, rows[:n_retrieval], feats[:n_retrieval], corpus)
     if pipe.judge is None or (pipe.unet is None and pipe.pipe is None):
         return out
     judge = pipe.judge
