@@ -18,7 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
+from linear_probe import linear_probe
 
 from auralm.recipes.caption.data import Featurizer
 
@@ -27,23 +27,9 @@ ATTRIBUTES = ("instrument", "tempo_word", "mode", "drums", "loudness", "register
 
 def probe(x: torch.Tensor, y: list[str], xt: torch.Tensor, yt: list[str]) -> float:
     classes = sorted(set(y))
-    mu, sd = x.mean(0), x.std(0) + 1e-5
-    x, xt = (x - mu) / sd, (xt - mu) / sd
-    target = torch.tensor([classes.index(v) for v in y])
-    w = torch.zeros(x.shape[1], len(classes), requires_grad=True)
-    b = torch.zeros(len(classes), requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, target) + 1e-2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        pred = (xt @ w + b).argmax(1).tolist()
-    return sum(classes[p] == v for p, v in zip(pred, yt)) / len(yt)
+    index = {c: i for i, c in enumerate(classes)}
+    return linear_probe(x, torch.tensor([index[v] for v in y]), xt, torch.tensor([index.get(v, -1) for v in yt]),
+                        len(classes), l2=1e-2)  # fmt: skip
 
 
 def main() -> None:

@@ -20,27 +20,10 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from linear_probe import linear_probe
 
 from auralm.components.encoders import build_image_encoder
 from auralm.data.scenes import COLUMNS, ROWS, SceneConfig, read_scenes, synth_scenes
-
-
-def probe(x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, yt: torch.Tensor, classes: int) -> float:
-    mu, sd = x.mean(0), x.std(0) + 1e-5
-    x, xt = (x - mu) / sd, (xt - mu) / sd
-    w = torch.zeros(x.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(x @ w + b, y) + 1e-3 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(((xt @ w + b).argmax(1) == yt).float().mean())
 
 
 def cell_pool(fmap: torch.Tensor) -> torch.Tensor:
@@ -72,31 +55,22 @@ def main() -> None:
 
     enc = build_image_encoder("efficientnet-lite0", image_size=args.image_size)
     model = enc.model
-    depth = {}
+    depth: dict = {}
 
     def keep(name):
         def hook(_m, _i, o):
             depth[name] = o.detach()
         return hook
 
-    strides, names = [], {}
-    for i, blk in enumerate(model._blocks):  # the last block of each stride
-        names[i] = blk
-    # pick by output size: the last block at stride 8, 16 and 32
+    # one pass on a blank picture gives each block's output side; keep the last block of each side but the largest
+    hooks = [b.register_forward_hook(keep(i)) for i, b in enumerate(model._blocks)]
     with torch.no_grad():
-        sizes = []
-        x = enc.pixels([Image.new("RGB", (224, 224), "white")])
-        hooks = [b.register_forward_hook(keep(i)) for i, b in names.items()]
-        model.extract_features(x)
-        for h in hooks:
-            h.remove()
-        for i in names:
-            sizes.append((i, depth[i].shape[-1]))
-    chosen = {}
-    for i, side in sizes:
-        chosen[side] = i  # the last block of each spatial size
-    for side in sorted(chosen, reverse=True)[1:]:  # skip the stride-2 stage
-        strides.append((f"block{chosen[side]} ({side}x{side}, {depth[chosen[side]].shape[1]} ch)", chosen[side]))
+        model.extract_features(enc.pixels([Image.new("RGB", (224, 224), "white")]))
+    for h in hooks:
+        h.remove()
+    last = {o.shape[-1]: i for i, o in sorted(depth.items())}
+    strides = [(f"block{last[side]} ({side}x{side}, {depth[last[side]].shape[1]} ch)", last[side])
+               for side in sorted(last, reverse=True)[1:]]  # fmt: skip
     hooks = [model._blocks[i].register_forward_hook(keep(label)) for label, i in strides]
     feats: dict[str, list] = {}
     with torch.no_grad():
@@ -123,7 +97,7 @@ def main() -> None:
         for name, y, k in (("colour", ycol, len(colours) + 1), ("shape", yshape, len(shapes) + 1)):
             occupied = y[cut:] > 0
             xt, yt = x[cut:][occupied], y[cut:][occupied]
-            row[name] = probe(x[:cut].flatten(0, 1), y[:cut].flatten(), xt, yt, k)  # occupied test cells
+            row[name] = linear_probe(x[:cut].flatten(0, 1), y[:cut].flatten(), xt, yt, k, l2=1e-3)  # occupied test cells
             row[f"{name}_majority"] = float((yt == yt.mode().values).float().mean())
         results[label] = row
         print(f"{label:55s} colour {row['colour']:.3f} (majority {row['colour_majority']:.3f})  "

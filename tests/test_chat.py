@@ -86,6 +86,8 @@ def test_a_finer_image_stride_merged_by_the_pool_feeds_the_same_positions():
     assert states.shape[1] == 16 and out.shape[1] == m.image_proj.num_tokens == 4  # 4 x 4 tokens -> 2 x 2 positions
     with pytest.raises(ConfigError, match="EfficientNet encoders only"):
         ChatLM(ChatModelConfig(**{**TINY, "image_encoder": "openai/clip-vit-base-patch32", "image_stride": 16}))
+    with pytest.raises(ConfigError, match="image_stride must be one of"):
+        ChatModelConfig(**{**TINY, "image_stride": 4})
 
 
 def test_placeholder_count_mismatch_names_both_counts(model):

@@ -213,17 +213,17 @@ class EfficientNetLiteEncoder(ImageEncoder):
             side = -(-side // 2)
         self.stride = int(stride)
         if stride == 32:
-            dim, self.last_block = model._bn1.num_features, None
+            dim = model._bn1.num_features
         else:
-            reached, self.last_block = 2, None  # the stem halves the input
+            reached, last = 2, 0  # the stem halves the input
             for i, blk in enumerate(model._blocks):
                 s = blk._block_args.stride
                 reached *= int(s[0] if isinstance(s, (list, tuple)) else s)
                 if reached > stride:
                     break
-                self.last_block = i
-            dim = model._blocks[self.last_block]._block_args.output_filters
-            model._blocks = model._blocks[: self.last_block + 1]
+                last = i
+            dim = model._blocks[last]._block_args.output_filters
+            model._blocks = model._blocks[: last + 1]
             model._conv_head = model._bn1 = nn.Identity()  # not run; no unused parameters
             name = f"{name}@s{stride}"
         super().__init__(name, revision, dim, (side, side), Preprocess(image_size, tuple(mean), tuple(std)))

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from auralm.components.connectors import StackProjector, splice_media
 from auralm.components.ctc import CTCHead
-from auralm.components.encoders import build_audio_encoder, build_image_encoder
+from auralm.components.encoders import EfficientNetLiteEncoder, build_audio_encoder, build_image_encoder
 from auralm.components.lm import (
     LoraConfig,
     PlaceholderError,
@@ -75,8 +75,8 @@ class ChatModelConfig(Config):
     def validate(self) -> None:
         if self.image_size < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
-        if self.image_stride not in (8, 16, 32):
-            raise ConfigError(f"image_stride must be 8, 16 or 32, got {self.image_stride}")
+        if self.image_stride not in EfficientNetLiteEncoder.STRIDES:
+            raise ConfigError(f"image_stride must be one of {EfficientNetLiteEncoder.STRIDES}, got {self.image_stride}")
         if self.image_pool < 1 or self.audio_stack < 1:
             raise ConfigError(f"image_pool and audio_stack must be >= 1, got {self.image_pool}, {self.audio_stack}")
         if self.feed not in FEEDS:

@@ -182,7 +182,7 @@ def _report(cmd: str, ckpt: Path, keys: tuple[str, ...]) -> None:
 class DiffusionTask(Task):
     def __init__(self, cfg: DiffusionTrainConfig, text: Any, images: torch.Tensor, captions: list[list[str]],
                  valid: tuple[torch.Tensor, list[str]]):  # fmt: skip
-        self.cfg, self.text, self.images, self.captions, self.valid = cfg, text, images, captions, valid
+        self.cfg, self.images, self.captions, self.valid = cfg, images, captions, valid
         torch.manual_seed(cfg.optim.seed)
         self.unet = build_unet(cfg.model)
         self.scheduler = build_scheduler(cfg.model, "ddpm")
@@ -194,7 +194,7 @@ class DiffusionTask(Task):
                            "noise": torch.Generator().manual_seed(cfg.optim.seed + 1)}  # fmt: skip
         self.device = torch.device("cpu")
         self.states: dict[str, tuple[torch.Tensor, int]] = {}  # caption -> its states (the text encoder is frozen)
-        encode_texts(text, sorted({c for cs in captions for c in cs} | set(valid[1])), self.states)
+        encode_texts(text, [c for cs in captions for c in cs] + list(valid[1]), self.states)
 
     def bind(self, ctx: Any) -> None:
         self.device = ctx.device
