@@ -90,6 +90,54 @@ def test_a_finer_image_stride_merged_by_the_pool_feeds_the_same_positions():
         ChatModelConfig(**{**TINY, "image_stride": 4})
 
 
+def test_the_image_ctc_feed_splices_each_pictures_own_words_and_learns_its_description():
+    """image_feed=ctc_soft: each picture reaches the LM as its own number of word embeddings (the CTC head's
+    greedy reading); the image CTC loss falls on a fixed description; the vocabulary is saved with the weights."""
+    torch.manual_seed(0)
+    cfg = ChatModelConfig(**{**TINY, "image_stride": 8}, feed="raw", ctc_weight=0.0, image_context=1,
+                          image_context_width=64, image_ctc_weight=1.0, image_feed="ctc_soft")  # fmt: skip
+    m = ChatLM(cfg)
+    texts = ["A large red circle at the top left.", "A small blue square on the right."]
+    m.set_ctc_vocab(texts, head="image_ctc")
+    pics = [{"kind": "image", "image": _image(0), "text": texts[0]}, {"kind": "image", "image": _image(1), "text": texts[1]}]
+    states = m._image_states(pics)
+    items = [{"kind": "image", "states": s, "text": t} for s, t in zip(states, texts)]
+    opt = torch.optim.Adam([p for n, p in m.named_parameters() if n.startswith(("image_proj.", "image_ctx.", "image_ctc."))], lr=3e-3)
+    first = m.image_ctc_only_loss(items).item()
+    for _ in range(150):
+        opt.zero_grad()
+        m.image_ctc_only_loss(items).backward()
+        opt.step()
+    m.eval()
+    assert m.image_ctc_only_loss(items).item() < 0.2 * first
+    said = m.describe(items)
+    assert said == [t.strip() for t in texts], said
+    msgs = [{"role": "user", "content": "<|image|> then <|image|>?"}]
+    with torch.no_grad():
+        x = m.build_inputs({"messages": [msgs], "media": [items]}, answers=False)
+    E = m.lm.get_input_embeddings().weight
+    words = [text_ids_of(m, t) for t in texts]
+    row_ids = torch.tensor(build_conversation(m.tokenizer, msgs, [len(w) for w in words], system="",
+                                              generation_prompt=True)[0])  # fmt: skip
+    pos = (row_ids == m.media_ids["image"]).nonzero().squeeze(1)
+    torch.testing.assert_close(x["embeds"][0, pos], E[torch.tensor(words[0] + words[1])])
+    state = m.trainable_state_dict()
+    assert "image_ctc.vocab" in state and any(k.startswith("image_ctx.") for k in state)
+    fresh = ChatLM(cfg)
+    fresh.load_trainable_state_dict(state)
+    torch.testing.assert_close(fresh.image_ctc.vocab, m.image_ctc.vocab)
+    with pytest.raises(ConfigError, match="image_feed=ctc_soft reads the image CTC head"):
+        ChatModelConfig(**TINY, image_feed="ctc_soft")
+    with pytest.raises(ConfigError, match="descriptions need up to"):
+        ChatLM(ChatModelConfig(**TINY, image_ctc_weight=1.0)).set_ctc_vocab(texts, head="image_ctc")
+
+
+def text_ids_of(m, text):
+    from auralm.components.lm import text_ids
+
+    return text_ids(m.tokenizer, text)
+
+
 def test_placeholder_count_mismatch_names_both_counts(model):
     msgs = [{"role": "user", "content": "<|image|><|image|> which?"}]
     with pytest.raises(PlaceholderError, match=r"2 <\|image\|> placeholder\(s\) but 1 image"):
@@ -160,7 +208,7 @@ def dataset(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("chat") / "data"
     synth_chat(ChatSynthConfig(out=str(out), scenes=24, image_size=64, conversations=2, voices=["espeak-ng:en-us"],
-                               test_voices=["espeak-ng:en-gb"], clips_per_text=1))  # fmt: skip
+                               test_voices=["espeak-ng:en-gb"], clips_per_text=1, pictures=16))  # fmt: skip
     return out
 
 
@@ -199,6 +247,30 @@ def test_stage2_resume_is_exact(dataset, tmp_path):
     assert set(a) == set(b) and any("lora_" in k for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+
+def test_stage1_warm_up_reads_pictures_against_their_scene_descriptions(dataset, tmp_path):
+    from auralm.data.scenes import read_scenes
+    from auralm.recipes.chat.data import read_examples, scene_descriptions
+
+    desc = scene_descriptions(dataset)
+    extra = {f"pictures/{s['image']}": s for s in read_scenes(dataset / "pictures")}
+    assert {p for p in desc if p.startswith("pictures/")} == {p for p, s in extra.items() if s["split"] == "train"}
+    assert all(desc[p] == extra[p]["captions"][0] for p in desc if p.startswith("pictures/"))
+    ex = read_examples(dataset)
+    caption = next(e for e in ex if e["kind"] == "caption" and e["messages"][1]["content"] == desc[e["media"][0]["path"]])
+    assert caption  # the canonical caption is one of each scene's captions
+    with pytest.raises(ConfigError, match="descriptions need up to .* positions, but a picture has 4"):
+        _train(dataset, tmp_path / "s0", "model.image_ctc_weight=1.0", "data.image_ctc_batch=4")
+    run = _train(dataset, tmp_path / "s1", "model.image_stride=8", "model.image_context=1", "model.image_ctc_weight=1.0",
+                 "model.image_feed=ctc_soft", "data.image_ctc_batch=4", "eval_every=2")  # fmt: skip
+    from safetensors.torch import load_file
+
+    state = load_file(str(run / "trainable.safetensors"))
+    assert "image_ctc.vocab" in state and any(k.startswith("image_ctx.") for k in state)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["valid"]["image_wer"] and 0 <= metrics["valid"]["image_exact"] <= 1
+    assert metrics["train"]["picture_ctc_loss"] > 0
 
 
 @pytest.mark.slow

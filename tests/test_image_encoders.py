@@ -79,6 +79,20 @@ def test_efficientnet_finer_stride_is_the_last_block_at_that_stride(lite, stride
         build_image_encoder(CLIPVisionConfig(**TINY_VIT), stride=16)
 
 
+def test_patch_colour_appends_each_cells_pixel_mean_and_std(lite, clip):
+    enc = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3), stride=16, patch_colour=True)
+    image = drawing((30, 200, 60), "square")
+    states, _ = enc([image])
+    inner, _ = enc.inner([image])
+    assert enc.grid == (4, 4) and enc.dim == inner.shape[-1] + 6 and enc.name.endswith("@s16+rgb")
+    torch.testing.assert_close(states[0, :, :-6], inner[0])
+    px = enc.pixels([image])[0]  # 3, 64, 64
+    cell = px[:, 16:32, 32:48]  # row 1, column 2: token 1 * 4 + 2
+    want = torch.cat([cell.mean((1, 2)), cell.std((1, 2), unbiased=False)])
+    torch.testing.assert_close(states[0, 6, -6:], want, atol=1e-3, rtol=1e-4)  # std of a flat cell: sqrt of ~0
+    assert build_image_encoder(CLIPVisionConfig(**TINY_VIT), patch_colour=True).dim == clip.dim + 6  # any encoder
+
+
 def test_same_seed_same_weights(lite):
     again = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3))
     other = build_image_encoder(EfficientNetLiteConfig(image_size=64, width=0.25, depth=0.3, seed=1))

@@ -284,6 +284,7 @@ def build_image_encoder(
     layer: int = -2,
     image_size: int | None = None,
     stride: int = 32,
+    patch_colour: bool = False,
     trainable: bool = False,
     device: str | None = None,
     dtype: Any = None,
@@ -294,7 +295,8 @@ def build_image_encoder(
     ``layer`` picks the hidden layer of CLIP/SigLIP towers (-2: LLaVA's penultimate layer).
     ``image_size`` runs EfficientNet at another input side (64 px -> 2 x 2 tokens); CLIP/SigLIP take
     their own size only. ``stride`` picks EfficientNet's feature map: 32 (the final 1280-wide map), 16 or 8 (the
-    last block at that stride: more tokens, closer to the pixels). ``seed`` fixes the random weights of config-built encoders. A config is an
+    last block at that stride: more tokens, closer to the pixels). ``patch_colour`` appends each token's patch
+    colour (mean and std of R, G, B: :class:`PatchColour`; the name gains ``+rgb``). ``seed`` fixes the random weights of config-built encoders. A config is an
     :class:`EfficientNetLiteConfig`, or a transformers ``CLIPVisionConfig``/``CLIPConfig``/
     ``SiglipVisionConfig``/``SiglipConfig``.
     """
@@ -318,6 +320,10 @@ def build_image_encoder(
     else:
         _no_stride(type(name_or_cfg).__name__, stride)
         enc = _vision_from_config(name_or_cfg, layer, image_size, seed)
+    if patch_colour:
+        from auralm.components.encoders.image import PatchColour
+
+        enc = PatchColour(enc)
     if device is not None or dtype is not None:
         enc = enc.to(device=device, dtype=dtype)
     return enc.set_trainable(trainable)

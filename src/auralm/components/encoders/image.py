@@ -242,6 +242,28 @@ class EfficientNetLiteEncoder(ImageEncoder):
         return fmap.flatten(2).transpose(1, 2)  # B, H*W, C
 
 
+class PatchColour(ImageEncoder):
+    """Another image encoder's tokens, each with its patch's colour appended: the mean and the standard
+    deviation of the normalised R, G, B pixels over the token's cell of the grid (``D + 6`` wide).
+
+    ImageNet features keep hue loosely (a probe of EfficientNet-Lite0's final map reads the colour of drawn
+    shapes at 0.70; experiments/s3_image_probe.py); the pixels keep it exactly. The name gains ``+rgb``, so
+    feature caches keep the two apart; the revision is the wrapped encoder's."""
+
+    def __init__(self, inner: ImageEncoder):
+        super().__init__(f"{inner.name}+rgb", inner.revision, inner.dim + 6, inner.grid, inner.preprocess)
+        self.inner = inner
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        from torch.nn import functional as F
+
+        states = self.inner.encode_pixels(pixels)  # B, N, D
+        mean = F.adaptive_avg_pool2d(pixels, self.grid)  # B, 3, R, C
+        std = (F.adaptive_avg_pool2d(pixels * pixels, self.grid) - mean * mean).clamp(min=0).sqrt()
+        colour = torch.cat([mean, std], 1).flatten(2).transpose(1, 2)  # B, N, 6
+        return torch.cat([states, colour.to(states.dtype)], -1)
+
+
 class HFVisionEncoder(ImageEncoder):
     """A transformers ``CLIPVisionModel`` or ``SiglipVisionModel``: ``hidden_states[layer]``, CLS dropped.
 

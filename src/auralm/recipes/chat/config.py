@@ -27,12 +27,15 @@ class ChatDataSource(Config):
     train_split: str = help_field("train", "split trained on")
     valid_split: str = help_field("valid", "split validated on")
     ctc_batch: int = help_field(32, "stage 1: spoken clips per step for the audio projector's CTC loss (0: none)")
-    ctc_steps: int = help_field(0, "stage 1: the first steps train the audio projector alone (CTC on clips, the LM "
-                                   "does not run: cheap); the caption steps follow (part of optim.max_steps)")
+    ctc_steps: int = help_field(0, "stage 1: the first steps train the projectors alone (CTC on clips and pictures, "
+                                   "the LM does not run: cheap); the caption steps follow (part of optim.max_steps)")
+    image_ctc_batch: int = help_field(0, "pictures per step for the image CTC loss against their scene's canonical "
+                                         "caption (needs model.image_ctc_weight > 0; 0: none)")  # fmt: skip
 
     def validate(self) -> None:
-        if self.ctc_batch < 0 or self.ctc_steps < 0:
-            raise ConfigError(f"data.ctc_batch and data.ctc_steps must be >= 0, got {self.ctc_batch}, {self.ctc_steps}")
+        if self.ctc_batch < 0 or self.ctc_steps < 0 or self.image_ctc_batch < 0:
+            raise ConfigError(f"data.ctc_batch, data.ctc_steps and data.image_ctc_batch must be >= 0, got "
+                              f"{self.ctc_batch}, {self.ctc_steps}, {self.image_ctc_batch}")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -63,9 +66,12 @@ class TrainConfig(RunConfig):
             raise ConfigError("stage 2 adds LoRA to the LM: set model.lora.r to a positive rank (e.g. 8)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.stage == 1 and self.data.ctc_steps and (self.data.ctc_steps >= self.optim.max_steps or not self.data.ctc_batch):
-            raise ConfigError(f"data.ctc_steps={self.data.ctc_steps} warm-up steps need data.ctc_batch > 0 and leave no "
-                              f"caption steps of optim.max_steps={self.optim.max_steps}")  # fmt: skip
+        d = self.data
+        if self.stage == 1 and d.ctc_steps and (d.ctc_steps > self.optim.max_steps or not (d.ctc_batch or d.image_ctc_batch)):
+            raise ConfigError(f"data.ctc_steps={d.ctc_steps} warm-up steps need data.ctc_batch or data.image_ctc_batch "
+                              f"> 0 and at most optim.max_steps={self.optim.max_steps} steps")  # fmt: skip
+        if d.image_ctc_batch and self.model.image_ctc_weight <= 0:
+            raise ConfigError(f"data.image_ctc_batch={d.image_ctc_batch} needs model.image_ctc_weight > 0")
         if self.eval_rows < 0 or self.eval_answers < 0:
             raise ConfigError("eval_rows and eval_answers must be >= 0")
 

@@ -15,6 +15,7 @@ held-out colour-shape combinations) plus speech rendered by ``auralm synth speec
 Layout of ``--out DIR``::
 
     DIR/scenes/           auralm synth scenes output (images/, scenes.jsonl, config.yaml)
+    DIR/pictures/         extra scenes for the image CTC head (``pictures``; training split used only)
     DIR/images_alt/       test (and valid) scenes drawn by the second renderer
     DIR/speech/wavs/      spoken questions and number words (16 kHz mono); speech.jsonl lists them
     DIR/examples.jsonl    one record per example (below); DIR/config.yaml the ChatSynthConfig
@@ -79,6 +80,8 @@ class ChatSynthConfig(Config):
     sound_frac: float = help_field(0.35, "share of training conversations that carry a number-word clip")
     numbers: list[str] = help_field(["one", "two", "three", "four"], "number words of the sound clips")
     jobs: int = help_field(2, "speech clips rendered at once")
+    pictures: int = help_field(0, "extra scenes drawn for the image CTC head alone (DIR/pictures: another seed; "
+                                  "their training-split scenes with their canonical captions; no questions, no speech)")
 
     def validate(self) -> None:
         if not self.out:
@@ -96,6 +99,8 @@ class ChatSynthConfig(Config):
         bad = [n for n in self.numbers if n not in NUMBER_WORDS[1:]]
         if bad or len(self.numbers) < 2:
             raise ConfigError(f"ChatSynthConfig.numbers: at least two of {NUMBER_WORDS[1:]}, got {self.numbers}")
+        if self.pictures < 0:
+            raise ConfigError(f"ChatSynthConfig.pictures must be >= 0, got {self.pictures}")
         if self.clips_per_text < 1 or self.conversations < 1 or self.jobs < 1:
             raise ConfigError("ChatSynthConfig: clips_per_text, conversations and jobs must be >= 1")
 
@@ -185,7 +190,8 @@ def _chat_examples(scene: dict[str, Any], cfg: ChatSynthConfig, speech: Speech, 
                 turns.insert(int(rng.integers(len(turns) + 1)), (q, a, t, False))
         messages, media, types, held = [], [image], [], []
         for i, (q, a, t, h) in enumerate(turns):
-            spoken = t not in ("caption", "sound", "cross") and not q.startswith("And the") and rng.random() < cfg.spoken_frac
+            # any question may be spoken (as in the evaluation), "what number do you hear?" too: then two clips follow
+            spoken = t != "caption" and not q.startswith("And the") and rng.random() < cfg.spoken_frac
             if spoken:
                 clip = {"kind": "audio", "path": speech.want(q, _voice_for(q, cfg, rng)), "text": q}
                 text = AUDIO
@@ -259,6 +265,8 @@ def synth_chat(cfg: ChatSynthConfig) -> Path:
     scfg = SceneConfig(out=str(root / "scenes"), n=cfg.scenes, seed=cfg.seed, image_size=cfg.image_size,
                        heldout=list(cfg.heldout), conversations=cfg.conversations)  # fmt: skip
     synth_scenes(scfg)
+    if cfg.pictures:  # the same vocabulary and held-out combinations, another seed: new pictures, never test scenes
+        synth_scenes(scfg.replace(out=str(root / "pictures"), n=cfg.pictures, seed=cfg.seed + 1, conversations=0))
     scenes = read_scenes(root / "scenes")
     save_config(cfg, root)
     speech = Speech(root, cfg.seed, cfg.jobs)
@@ -320,6 +328,17 @@ def speech_rows(dataset: str | Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise ManifestError(f"{path}: no such file (run `auralm chat synth`)")
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def scene_descriptions(dataset: str | Path) -> dict[str, str]:
+    """Each scene picture (path relative to the dataset) -> its canonical caption: every shape with its size,
+    colour and place, in reading order (what the image CTC head learns to say). The extra pictures of
+    ``pictures/`` (``ChatSynthConfig.pictures``) come in with their training-split scenes only."""
+    root = Path(dataset)
+    out = {f"scenes/{s['image']}": s["captions"][0] for s in read_scenes(root / "scenes")}
+    if (root / "pictures" / "scenes.jsonl").is_file():
+        out |= {f"pictures/{s['image']}": s["captions"][0] for s in read_scenes(root / "pictures") if s["split"] == "train"}
+    return out
 
 
 # -- reading it back: cached features, batches ------------------------------------------------------

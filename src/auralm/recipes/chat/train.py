@@ -29,6 +29,7 @@ from auralm.recipes.chat.data import (
     normalise,
     qa_record,
     read_examples,
+    scene_descriptions,
     speech_rows,
     to_batch,
 )
@@ -48,42 +49,60 @@ class ChatTask(Task):
     """What S3 trains, on which batches, with which loss and validation (the engine does the rest)."""
 
     def __init__(self, cfg: TrainConfig, model: Any, train: list[dict], valid: list[dict], feats: Features,
-                 clips: list[dict] | None = None):  # fmt: skip
+                 clips: list[dict] | None = None, pictures: list[dict] | None = None,
+                 descriptions: dict[str, str] | None = None):  # fmt: skip
         self.cfg, self.model, self.train, self.valid, self.feats = cfg, model, train, valid, feats
-        self.clips = clips or []
+        self.clips, self.pictures = clips or [], pictures or []
+        self.descriptions = descriptions or {}  # image path -> its scene's canonical caption
         self.device, self.micro = None, 1
         self.amp = contextlib.nullcontext
 
     def bind(self, ctx: Any) -> None:
         self.device, self.micro, self.amp = ctx.device, ctx.micro, ctx.autocast
 
-    def global_batch(self, step: int) -> list[tuple[int, tuple[int, ...]]]:
-        """``batch_size`` items ``(example index, clip indices)``: stage 1 spreads ``data.ctc_batch`` clips over them."""
-        o, warm = self.cfg.optim, self.cfg.data.ctc_steps if self.clips else 0
+    def global_batch(self, step: int) -> list[tuple[int | None, tuple[int, ...], tuple[int, ...]]]:
+        """``batch_size`` items ``(example index, clip indices, picture indices)``: ``data.ctc_batch`` clips and
+        ``data.image_ctc_batch`` pictures a step are spread over them; the first ``data.ctc_steps`` steps have no
+        example (the warm-up: the LM does not run)."""
+        o, d = self.cfg.optim, self.cfg.data
+        warm = d.ctc_steps if self.clips or self.pictures else 0
         idx = index_stream(len(self.train), o.seed, (step - warm) * o.batch_size, o.batch_size) if step >= warm else \
-            [None] * o.batch_size  # the CTC warm-up: clips only, the LM does not run
-        per = -(-self.cfg.data.ctc_batch // o.batch_size) if self.clips and self.cfg.data.ctc_batch else 0
-        clips = index_stream(len(self.clips), o.seed + 1, step * o.batch_size * per, o.batch_size * per) if per else []
-        return [(i, tuple(clips[k * per : (k + 1) * per])) for k, i in enumerate(idx)]
+            [None] * o.batch_size  # fmt: skip
 
-    def loss(self, examples: Sequence[tuple[int | None, tuple[int, ...]]]) -> dict[str, Any]:
-        picked = [self.clips[j] for _, js in examples for j in js]
-        convs = [self.train[i] for i, _ in examples if i is not None]
+        def spread(pool: list, per_step: int, seed: int) -> list[tuple[int, ...]]:
+            per = -(-per_step // o.batch_size) if pool and per_step else 0
+            picks = index_stream(len(pool), seed, step * o.batch_size * per, o.batch_size * per) if per else []
+            return [tuple(picks[k * per : (k + 1) * per]) for k in range(o.batch_size)]
+
+        return list(zip(idx, spread(self.clips, d.ctc_batch, o.seed + 1), spread(self.pictures, d.image_ctc_batch, o.seed + 2)))
+
+    def loss(self, examples: Sequence[tuple[int | None, tuple[int, ...], tuple[int, ...]]]) -> dict[str, Any]:
+        picked = [self.clips[j] for _, js, _ in examples for j in js]
+        pics = [self.pictures[j] for _, _, js in examples for j in js]
+        convs = [self.train[i] for i, _, _ in examples if i is not None]
+        m = self.cfg.model
         out: dict[str, Any] = {}
         if convs:
             res = self.model(to_batch(convs, self.feats))
             n = float(res["n_tokens"])
             out = {"loss": res["loss"], "lm_loss": res["lm_loss"], "n": n, "count/tokens": n}
-            if "ctc_loss" in res:
-                out["ctc_loss"] = res["ctc_loss"]
+            for k in ("ctc_loss", "image_ctc_loss"):
+                if k in res:
+                    out[k] = res[k]
+        extra = []  # the CTC losses of the clips and pictures drawn for this step
         if picked:
             items = [{"kind": "audio", "states": self.feats.audio(c["audio"]), "text": c["text"]} for c in picked]
-            ctc = self.model.ctc_only_loss(items)
-            out["clip_ctc_loss"] = ctc
-            if convs:
-                out["loss"] = out["loss"] + self.cfg.model.ctc_weight * ctc
-            else:  # a warm-up step: the clips' CTC alone, weighted by the number of clips
-                out.update(loss=self.cfg.model.ctc_weight * ctc, n=float(len(picked)), **{"count/clips": float(len(picked))})
+            out["clip_ctc_loss"] = self.model.ctc_only_loss(items)
+            extra.append(m.ctc_weight * out["clip_ctc_loss"])
+        if pics:
+            items = [{"kind": "image", "states": self.feats.image(p["image"]), "text": p["text"]} for p in pics]
+            out["picture_ctc_loss"] = self.model.image_ctc_only_loss(items)
+            extra.append(m.image_ctc_weight * out["picture_ctc_loss"])
+        if extra and convs:
+            out["loss"] = out["loss"] + sum(extra)
+        elif extra:  # a warm-up step: the CTC losses alone, weighted by the number of items
+            n = float(len(picked) + len(pics))
+            out.update(loss=sum(extra), n=n, **{"count/clips": float(len(picked)), "count/pictures": float(len(pics))})
         return out
 
     def validate(self, step: int, logger: Any) -> dict[str, float] | None:
@@ -113,6 +132,14 @@ class ChatTask(Task):
                 hyps = model.transcribe(items)
                 with contextlib.suppress(ValueError):
                     out["valid/ctc_wer"] = wer([e["question"] for e in spoken], hyps)
+            if model.image_ctc is not None:
+                paths = list(dict.fromkeys(m["path"] for e in convs for m in e["media"] if m["kind"] == "image"))[:32]
+                paths = [p for p in paths if p in self.descriptions]
+                if paths:
+                    hyps = model.describe([{"kind": "image", "states": self.feats.image(p)} for p in paths])
+                    refs = [self.descriptions[p] for p in paths]
+                    out["valid/image_wer"] = wer(refs, hyps)
+                    out["valid/image_exact"] = sum(h == r for h, r in zip(hyps, refs)) / len(refs)
             if cfg.stage == 2 and cfg.eval_answers and qa:
                 picked = qa[: cfg.eval_answers]
                 gen = GenerationConfig(strategy="greedy", max_new_tokens=6)
@@ -135,7 +162,9 @@ class ChatTask(Task):
         return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
-def _data(cfg: TrainConfig, model: Any) -> tuple[list[dict], list[dict], Features, list[dict]]:
+def _data(cfg: TrainConfig, model: Any) -> dict[str, Any]:
+    """The task's material: training and validation examples, the feature cache, the clips and pictures drawn
+    for the CTC losses, and each picture's description (its scene's canonical caption)."""
     if not cfg.data.dataset:
         raise ConfigError("data.dataset is not set (the folder of `auralm chat synth`)")
     examples = read_examples(cfg.data.dataset)
@@ -151,23 +180,32 @@ def _data(cfg: TrainConfig, model: Any) -> tuple[list[dict], list[dict], Feature
     numbers = {r["text"] for r in speech if len(r["text"].split()) == 1}
     valid_sounds = {e.get("sound") for e in valid}
     clips = [r for r in speech if r["audio"] in train_paths or (r["text"] in numbers and r["audio"] not in valid_sounds)]
+    descriptions = scene_descriptions(cfg.data.dataset) if model.image_ctc is not None else {}
+    train_images = {m["path"] for e in train for m in e["media"] if m["kind"] == "image"}
+    train_images |= {p for p in descriptions if p.startswith("pictures/")}  # the extra pictures (training split)
+    pictures = [{"image": p, "text": descriptions[p]} for p in sorted(train_images) if p in descriptions]
     feats = Features(cfg.data.dataset, model)
     valid_used = [e for e in valid if e["kind"] == "caption"][: cfg.eval_rows] + [e for e in valid if e["kind"] == "qa"]
     images, audio = media_paths(train + valid_used)
-    feats.ensure(images, audio + [c["audio"] for c in clips])
+    feats.ensure(images + [p["image"] for p in pictures], audio + [c["audio"] for c in clips])
     if model.ctc is not None and model.ctc.vocab.numel() == 0:
         model.set_ctc_vocab([c["text"] for c in clips] + [m["text"] for e in train for m in e["media"] if m.get("text")])
         log(f"CTC vocabulary: {model.ctc.vocab.numel()} tokens")
-    log(f"{len(train)} training {kind} examples, {len(valid_used)} validation examples, {len(clips)} clips for CTC")
-    return train, valid, feats, clips if cfg.stage == 1 else []
+    if model.image_ctc is not None and model.image_ctc.vocab.numel() == 0:
+        if not pictures:
+            raise ConfigError(f"{cfg.data.dataset}: no described training pictures for the image CTC head")
+        model.set_ctc_vocab([p["text"] for p in pictures], head="image_ctc")
+        log(f"image CTC vocabulary: {model.image_ctc.vocab.numel()} tokens")
+    log(f"{len(train)} training {kind} examples, {len(valid_used)} validation examples, {len(clips)} clips for CTC, "
+        f"{len(pictures)} described pictures")  # fmt: skip
+    return {"train": train, "valid": valid, "feats": feats, "clips": clips if cfg.stage == 1 else [],
+            "pictures": pictures if cfg.data.image_ctc_batch else [], "descriptions": descriptions}  # fmt: skip
 
 
 def _fit(cfg: TrainConfig, model: Any) -> Path:
     from auralm.training.loop import fit
 
-    train, valid, feats, clips = _data(cfg, model)
-    return fit(ChatTask(cfg, model, train, valid, feats, clips), cfg, name=f"chat stage {cfg.stage}",
-               precision=cfg.precision)  # fmt: skip
+    return fit(ChatTask(cfg, model, **_data(cfg, model)), cfg, name=f"chat stage {cfg.stage}", precision=cfg.precision)
 
 
 def train_stage1(cfg: TrainConfig) -> Path:
