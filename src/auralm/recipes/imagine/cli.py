@@ -164,10 +164,7 @@ def eval_cli(argv: list[str]) -> int:
         aligner, acfg = load_aligner(folder)
         pipe = ImaginePipeline(aligner, acfg, text_encoder=_text(acfg))
     if a.aligner:
-        aligner, acfg = load_aligner(a.aligner)
-        pipe = ImaginePipeline(aligner, acfg, text_encoder=_text(acfg), unet=pipe.unet, diffusers_pipe=pipe.pipe,
-                               judge=pipe.judge, steps=pipe.steps, guidance=pipe.guidance,
-                               diffusion_cfg=pipe.diffusion_cfg, sampler=pipe.sampler)  # fmt: skip
+        pipe = pipe.with_aligner(a.aligner)
     metrics = evaluate(pipe, Corpus(a.corpus), n_retrieval=a.n_retrieval, n_judge=a.n_judge, steps=a.steps,
                        guidance=a.guidance, seed=a.seed, grid=a.grid)  # fmt: skip
     if a.out:

@@ -261,6 +261,14 @@ class ImaginePipeline:
                    judge=judge, steps=steps, guidance=guidance if pipe is None else 7.5, folder=folder,
                    diffusion_cfg=dcfg.model if dcfg is not None else None, sampler=sampler)  # fmt: skip
 
+    def with_aligner(self, path: str | Path) -> ImaginePipeline:
+        """This pipeline (generator, judge, sampling settings) with another aligner checkpoint, and the text encoder
+        that aligner was trained against: to compare aligners through the same generator."""
+        aligner, acfg = load_aligner(path)
+        return type(self)(aligner, acfg, text_encoder=_text_encoder(acfg.model.text_encoder, acfg), unet=self.unet,
+                          diffusers_pipe=self.pipe, judge=self.judge, steps=self.steps, guidance=self.guidance,
+                          folder=self.folder, diffusion_cfg=self.diffusion_cfg, sampler=self.sampler)  # fmt: skip
+
     @property
     def audio_encoder(self) -> Any:
         if self._audio is None or isinstance(self._audio, str):
