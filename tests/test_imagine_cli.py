@@ -74,6 +74,12 @@ def test_generate_eval_and_bad_input_through_the_cli(demo, tmp_path, capsys):
                  "--n-retrieval", "2", "--n-judge", "3", "--steps", "2", "--out", str(out)]) == 0  # fmt: skip
     m = json.loads(out.read_text())
     assert m["retrieval"]["n"] == 2 and m["n_judged"] == 3
+    # --aligner swaps the bundle's aligner for another checkpoint: the bundle's own gives the same figures
+    same = tmp_path / "same.json"
+    assert main(["imagine", "eval", "--checkpoint", str(demo / "checkpoint"), "--corpus", str(demo / "corpus"),
+                 "--aligner", str(demo / "aligner"), "--n-retrieval", "2", "--n-judge", "3", "--steps", "2",
+                 "--out", str(same)]) == 0  # fmt: skip
+    assert json.loads(same.read_text())["judged_audio"] == m["judged_audio"]
     # a finished run resumes to its end at once; another config in the same folder is refused
     run = demo / "aligner"
     assert main(["imagine", "train-aligner", "--corpus", str(demo / "corpus"), "--out", str(run), "--config",
