@@ -254,6 +254,29 @@ def test_ctc_pool_trains_the_projector_through_the_lm_loss():
         HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, feed="ctc_soft", audio_norm="embedding")
 
 
+def test_pool_align_loss_is_one_minus_the_cosine_to_each_runs_token(monkeypatch):
+    from auralm.core.errors import ConfigError
+    from auralm.recipes.hear.model import HearConfig
+
+    torch.manual_seed(0)
+    m = _soft_model().__class__(_soft_model().config.replace(feed="ctc_pool", audio_norm="embedding", pool_align_weight=0.5))
+    V, E = m.vocab_size, m.lm.get_input_embeddings().weight
+    logp = torch.full((1, 4, V + 1), -30.0)
+    for t, c in enumerate([5, 5, V, 7]):
+        logp[0, t, c] = 0.0
+    monkeypatch.setattr(m.ctc, "log_probs", lambda audio: logp)
+    frames = torch.stack([E[5] * 3, E[5] * 3, E[1], -E[7]])[None].detach().requires_grad_()  # run 1 points at token 5, run 2 away from 7
+    monkeypatch.setattr(m.connector, "project", lambda states, lengths: (frames, torch.tensor([4])))
+    monkeypatch.setattr(m, "_ctc_loss", lambda *a: (torch.tensor(0.0), torch.tensor(2)))
+    out = m({"states": torch.zeros(1, 16, 256), "lengths": torch.tensor([16]), "texts": ["hello world"]})
+    assert torch.allclose(out["pool_align_loss"], torch.tensor((0.0 + 2.0) / 2), atol=1e-5)
+    assert torch.allclose(out["loss"], out["lm_loss"] + 0.5 * out["pool_align_loss"], atol=1e-5)
+    out["pool_align_loss"].backward()
+    assert frames.grad[0, 3].abs().sum() > 0 and frames.grad[0, 2].abs().sum() == 0  # blank frames are not pulled
+    with pytest.raises(ConfigError, match="pool_align_weight"):
+        HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, feed="ctc_soft", pool_align_weight=1.0)
+
+
 def test_lm_weight_zero_trains_ctc_without_running_the_lm(monkeypatch):
     m = _soft_model(lm_weight=0.0)
     monkeypatch.setattr(m.lm, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("LM was run")))

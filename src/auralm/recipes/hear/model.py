@@ -63,6 +63,8 @@ class HearConfig(Config):
                                   "ctc_pool: the same runs, each the mean of its own projector frames (continuous)")
     audio_norm: str = help_field("none", "none, or embedding: rescale each audio frame the LM reads (feed raw or "
                                          "ctc_pool) to the mean norm of the LM's input embeddings")
+    pool_align_weight: float = help_field(0.0, "feed=ctc_pool: weight of a loss pulling each pooled run towards its best "
+                                               "token's embedding (1 - cosine), so the LM reads frames near its own inputs")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
     ctc_vocab: str = help_field("all", "CTC classes: all (the LM's vocabulary) or train (the training transcripts' tokens: "
                                        "much faster with a large vocabulary; saved with the weights)")
@@ -88,6 +90,9 @@ class HearConfig(Config):
             raise ConfigError(f"audio_norm must be one of {', '.join(AUDIO_NORMS)}, got {self.audio_norm!r}")
         if self.audio_norm != "none" and (self.feed == "ctc_soft" or self.connector.kind != "prefix"):
             raise ConfigError("audio_norm rescales what the prefix LM reads of the audio: feed raw or ctc_pool")
+        if self.pool_align_weight < 0 or (self.pool_align_weight > 0 and self.feed != "ctc_pool"):
+            raise ConfigError(f"pool_align_weight must be >= 0 and needs feed=ctc_pool, got {self.pool_align_weight} "
+                              f"with feed={self.feed}")
         if self.ctc_vocab not in CTC_VOCABS:
             raise ConfigError(f"ctc_vocab must be one of {', '.join(CTC_VOCABS)}, got {self.ctc_vocab!r}")
         if self.ctc_negatives < 0:
@@ -224,7 +229,7 @@ class AudioLM(nn.Module):
         if self.config.connector.kind == "prefix":
             embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
         return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths,
-                "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids}
+                "lm_audio": lm_audio, "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids}
 
     def _embedding_norm(self) -> torch.Tensor:
         """The mean L2 norm of the LM's input-embedding rows (a constant: the embeddings are frozen)."""
@@ -256,7 +261,17 @@ class AudioLM(nn.Module):
         if self.ctc is not None:
             out["ctc_loss"], _ = self._ctc_loss(x["audio"], x["audio_lengths"], batch["texts"])
             out["loss"] = out["loss"] + self.config.ctc_weight * out["ctc_loss"]
+        if self.config.pool_align_weight > 0:
+            out["pool_align_loss"] = self._pool_align_loss(x["lm_audio"], x["lm_audio_lengths"], x["lm_audio_ids"])
+            out["loss"] = out["loss"] + self.config.pool_align_weight * out["pool_align_loss"]
         return out
+
+    def _pool_align_loss(self, pooled: torch.Tensor, lengths: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+        """Mean ``1 - cos`` between every pooled run ``(B, N, H)`` and the input embedding of its best token."""
+        emb = self.lm.get_input_embeddings().weight  # V, H (frozen)
+        runs = torch.cat([pooled[b, :n] for b, n in enumerate(lengths.tolist())])  # R, H
+        targets = emb[torch.tensor([i for row in ids for i in row], device=emb.device)].to(runs.dtype)  # R, H
+        return (1 - F.cosine_similarity(runs, targets, dim=-1)).mean()
 
     # -- the CTC head (auralm.components.ctc) ------------------------------------------------------
     @property
