@@ -305,3 +305,19 @@ def test_replies_are_compared_by_their_first_word():
     from auralm.recipes.chat.data import normalise
 
     assert [normalise(r) for r in ("Red.", " Yes, it is!", "three", "")] == ["red", "yes", "three", ""]
+
+
+def test_oversample_repeats_conversations_holding_a_named_type():
+    from auralm.core.errors import ConfigError
+    from auralm.recipes.chat.config import ChatDataSource
+    from auralm.recipes.chat.train import oversampled
+
+    convs = [{"id": "a", "types": ["colour", "cross"]}, {"id": "b", "types": ["shape"]},
+             {"id": "c", "types": ["sound", "cross", "count"]}]  # fmt: skip
+    out = oversampled(convs, {"cross": 3, "sound": 2})
+    assert [e["id"] for e in out] == ["a", "b", "c", "a", "a", "c", "c"]  # the largest factor of its types, once each
+    assert oversampled(convs, {}) == convs
+    assert dict(ChatDataSource(oversample={"cross": 2}).oversample) == {"cross": 2}
+    for bad in ({"crosss": 2}, {"cross": 0}, {"cross": 1.5}):
+        with pytest.raises(ConfigError, match="oversample"):
+            ChatDataSource(oversample=bad)

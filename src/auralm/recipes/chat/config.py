@@ -31,11 +31,19 @@ class ChatDataSource(Config):
                                    "the LM does not run: cheap); the caption steps follow (part of optim.max_steps)")
     image_ctc_batch: int = help_field(0, "pictures per step for the image CTC loss against their scene's canonical "
                                          "caption (needs model.image_ctc_weight > 0; 0: none)")  # fmt: skip
+    oversample: dict[str, int] = help_field({}, "stage 2: question type -> how many times each training conversation "
+                                               "holding a turn of that type is drawn (e.g. {cross: 3}; default once)")
 
     def validate(self) -> None:
         if self.ctc_batch < 0 or self.ctc_steps < 0 or self.image_ctc_batch < 0:
             raise ConfigError(f"data.ctc_batch, data.ctc_steps and data.image_ctc_batch must be >= 0, got "
                               f"{self.ctc_batch}, {self.ctc_steps}, {self.image_ctc_batch}")  # fmt: skip
+        from auralm.recipes.chat.data import QA_TYPES
+
+        for t, k in dict(self.oversample).items():
+            if t not in QA_TYPES + ("caption",) or not isinstance(k, int) or k < 1:
+                raise ConfigError(f"data.oversample: {t}: {k} - the keys are question types ({', '.join(QA_TYPES)}, "
+                                  "caption) and the values whole numbers >= 1")  # fmt: skip
 
 
 @dataclasses.dataclass

@@ -162,6 +162,16 @@ class ChatTask(Task):
         return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
+def oversampled(examples: list[dict], times: dict[str, int]) -> list[dict]:
+    """Each conversation repeated ``max(times[t])`` over the types ``t`` of its turns (once when none is named),
+    copies after the originals: the index stream then draws rare question types more often."""
+    extra = []
+    for e in examples:
+        k = max([times.get(t, 1) for t in e.get("types", [])] or [1])
+        extra += [e] * (k - 1)
+    return examples + extra
+
+
 def _data(cfg: TrainConfig, model: Any) -> dict[str, Any]:
     """The task's material: training and validation examples, the feature cache, the clips and pictures drawn
     for the CTC losses, and each picture's description (its scene's canonical caption)."""
@@ -173,6 +183,7 @@ def _data(cfg: TrainConfig, model: Any) -> dict[str, Any]:
     valid = [e for e in examples if e["split"] == cfg.data.valid_split]
     if not train:
         raise ConfigError(f"{cfg.data.dataset}: no {kind} examples in split {cfg.data.train_split!r}")
+    train = oversampled(train, dict(cfg.data.oversample))
     speech = speech_rows(cfg.data.dataset)
     # the CTC material: training voices only (the held-out voices speak valid/test questions)
     train_paths = {m["path"] for e in examples if e["split"] == cfg.data.train_split for m in e.get("media", [])
