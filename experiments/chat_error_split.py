@@ -19,7 +19,15 @@ import re
 
 import torch
 
-from auralm.recipes.chat.data import Features, media_paths, normalise, qa_record, read_examples, scene_descriptions, to_batch
+from auralm.recipes.chat.data import (
+    Features,
+    media_paths,
+    normalise,
+    qa_record,
+    read_examples,
+    scene_descriptions,
+    to_batch,
+)
 from auralm.recipes.chat.evaluate import pick
 from auralm.recipes.chat.pipeline import load_checkpoint
 
