@@ -273,6 +273,15 @@ def test_pool_align_loss_is_one_minus_the_cosine_to_each_runs_token(monkeypatch)
     assert torch.allclose(out["loss"], out["lm_loss"] + 0.5 * out["pool_align_loss"], atol=1e-5)
     out["pool_align_loss"].backward()
     assert frames.grad[0, 3].abs().sum() > 0 and frames.grad[0, 2].abs().sum() == 0  # blank frames are not pulled
+    # stage 1 (lm_weight 0): the same term beside the CTC loss, and the LM is never run
+    w = m.__class__(m.config.replace(lm_weight=0.0, ctc_weight=1.0))
+    monkeypatch.setattr(w.ctc, "log_probs", lambda audio: logp)
+    monkeypatch.setattr(w.connector, "project", lambda states, lengths: (frames, torch.tensor([4])))
+    monkeypatch.setattr(w, "_ctc_loss", lambda *a: (torch.tensor(1.5), torch.tensor(2)))
+    monkeypatch.setattr(w.lm, "forward", lambda *a, **k: pytest.fail("the LM ran in a CTC-only step"))
+    out = w({"states": torch.zeros(1, 16, 256), "lengths": torch.tensor([16]), "texts": ["hello world"]})
+    assert torch.allclose(out["pool_align_loss"], torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(out["loss"], torch.tensor(1.5 + 0.5 * 1.0), atol=1e-5) and "lm_loss" not in out
     with pytest.raises(ConfigError, match="pool_align_weight"):
         HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0, feed="ctc_soft", pool_align_weight=1.0)
 

@@ -240,10 +240,16 @@ class AudioLM(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``); losses are means over answer tokens."""
+        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``, ``"pool_align_loss"``); losses are means over answer
+        tokens (``lm_weight=0``: no LM loss; the pooled-run alignment, when weighted, then trains with the CTC)."""
         if self.config.lm_weight == 0:  # CTC warm-up: the LM is not run at all
-            ctc, n = self._ctc_loss(*self._audio(batch), batch["texts"])
-            return {"loss": self.config.ctc_weight * ctc, "ctc_loss": ctc, "n_tokens": n}
+            audio, lengths = self._audio(batch)
+            ctc, n = self._ctc_loss(audio, lengths, batch["texts"])
+            out = {"loss": self.config.ctc_weight * ctc, "ctc_loss": ctc, "n_tokens": n}
+            if self.config.pool_align_weight > 0:  # aim the runs the continuous feed will read at their tokens
+                out["pool_align_loss"] = self._pool_align_loss(*self.ctc.pool(audio, lengths))
+                out["loss"] = out["loss"] + self.config.pool_align_weight * out["pool_align_loss"]
+            return out
         x = self.build_inputs(batch, answers=True, left_pad=False)
         # token t is predicted at position t-1: only positions followed by an answer token need logits,
         # so the LM head (V = 49k for SmolLM2) runs on those columns alone

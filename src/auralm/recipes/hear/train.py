@@ -125,9 +125,8 @@ class HearTask(Task):
         batch = collate([self.train_set[i] for i in examples])
         res = self.model(_batch_to(batch, self.device))
         n = float(res.get("n_tokens", len(batch["ids"])))
-        out = {"loss": res["loss"], "lm_loss": res.get("lm_loss", res["loss"]), "n": n, "count/tokens": n}
-        if "ctc_loss" in res:
-            out["ctc_loss"] = res["ctc_loss"]
+        out = {"loss": res["loss"], "n": n, "count/tokens": n}  # lm_loss only where the LM ran (not in a CTC warm-up)
+        out.update({k: res[k] for k in ("lm_loss", "ctc_loss", "pool_align_loss") if k in res})
         if "wavs" in batch:
             out["count/audio_s"] = sum(len(w) for w in batch["wavs"]) / 16000
         return out
