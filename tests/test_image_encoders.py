@@ -170,6 +170,11 @@ def test_clip_drops_cls_and_reads_the_chosen_layer(clip):
     assert torch.allclose(states, out.hidden_states[-2][:, 1:])
     last = build_image_encoder(CLIPVisionConfig(**TINY_VIT), layer=-1)
     assert torch.allclose(last([image])[0], out.hidden_states[-1][:, 1:])
+    # another layer's states are other features: the name (which keys the feature cache) says which, one way per layer
+    n_states = TINY_VIT["num_hidden_layers"] + 1
+    assert last.name == f"{clip.name}@layer-1" and "@" not in clip.name
+    assert build_image_encoder(CLIPVisionConfig(**TINY_VIT), layer=n_states - 1).name == last.name
+    assert build_image_encoder(CLIPVisionConfig(**TINY_VIT), layer=n_states - 2).name == clip.name
     full = build_image_encoder(CLIPConfig(vision_config=TINY_VIT, text_config=dict(hidden_size=16, intermediate_size=20,
                                num_hidden_layers=1, num_attention_heads=2)))  # fmt: skip
     assert full([image])[0].shape == (1, 9, 32)

@@ -268,8 +268,9 @@ class HFVisionEncoder(ImageEncoder):
     """A transformers ``CLIPVisionModel`` or ``SiglipVisionModel``: ``hidden_states[layer]``, CLS dropped.
 
     ``layer`` indexes ``hidden_states`` (0 = the patch embeddings, -1 = the last layer before the final
-    norm; -2, the default, is LLaVA's choice). CLIP's first token (CLS) is dropped:
-    ``(B, 1 + N, D) -> (B, N, D)``.
+    norm; -2, the default, is LLaVA's choice; kept as a negative index). Another layer than -2 is part of the
+    encoder's ``name`` (``clip-vit-b32@layer-1``), so feature caches keep them apart. CLIP's first token (CLS) is
+    dropped: ``(B, 1 + N, D) -> (B, N, D)``.
     """
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, name: str, revision: str, layer: int = -2):
@@ -281,9 +282,11 @@ class HFVisionEncoder(ImageEncoder):
         side = int(cfg.image_size) // int(cfg.patch_size)
         if preprocess.size != int(cfg.image_size):
             raise ImageError(f"{name}: preprocessing gives {preprocess.size} px but the model takes {cfg.image_size} px")
+        self.layer = int(layer) - n_states if layer >= 0 else int(layer)  # one index per hidden state
+        if self.layer != -2:  # another layer's states are other features: the name (and so the cache) says which
+            name = f"{name}@layer{self.layer}"
         super().__init__(name, revision, cfg.hidden_size, (side, side), preprocess)
         self.model = model
-        self.layer = int(layer)
         self.drop_cls = cfg.model_type.startswith("clip")
         self.set_trainable(False)
 
