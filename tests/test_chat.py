@@ -263,7 +263,7 @@ def test_stage1_warm_up_reads_pictures_against_their_scene_descriptions(dataset,
     with pytest.raises(ConfigError, match="descriptions need up to .* positions, but a picture has 4"):
         _train(dataset, tmp_path / "s0", "model.image_ctc_weight=1.0", "data.image_ctc_batch=4")
     run = _train(dataset, tmp_path / "s1", "model.image_stride=8", "model.image_context=1", "model.image_ctc_weight=1.0",
-                 "model.image_feed=ctc_soft", "data.image_ctc_batch=4", "eval_every=2")  # fmt: skip
+                 "model.image_feed=ctc_soft", "data.image_ctc_batch=4", "eval_every=2", "eval_media=3")  # fmt: skip
     from safetensors.torch import load_file
 
     state = load_file(str(run / "trainable.safetensors"))

@@ -59,8 +59,10 @@ class TrainConfig(RunConfig):
     precision: str = help_field("auto", "auto (bf16 where the hardware runs it fast, else fp32), bf16, fp32")
     eval_rows: int = help_field(64, "validation conversations for the validation loss")
     eval_answers: int = help_field(64, "validation questions answered greedily for the validation accuracy (0: none)")
+    eval_media: int = help_field(32, "with CTC heads: validation pictures described and spoken questions transcribed "
+                                     "for valid/image_wer, valid/image_exact and valid/ctc_wer")
 
-    RESUMABLE = RunConfig.RESUMABLE | {"eval_rows", "eval_answers"}
+    RESUMABLE = RunConfig.RESUMABLE | {"eval_rows", "eval_answers", "eval_media"}
 
     def validate(self) -> None:
         check_recipe(self, "chat")
@@ -80,8 +82,8 @@ class TrainConfig(RunConfig):
                               f"> 0 and at most optim.max_steps={self.optim.max_steps} steps")  # fmt: skip
         if d.image_ctc_batch and self.model.image_ctc_weight <= 0:
             raise ConfigError(f"data.image_ctc_batch={d.image_ctc_batch} needs model.image_ctc_weight > 0")
-        if self.eval_rows < 0 or self.eval_answers < 0:
-            raise ConfigError("eval_rows and eval_answers must be >= 0")
+        if self.eval_rows < 0 or self.eval_answers < 0 or self.eval_media < 0:
+            raise ConfigError("eval_rows, eval_answers and eval_media must be >= 0")
 
 
 def config_from_preset(preset: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

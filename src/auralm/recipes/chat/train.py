@@ -107,7 +107,8 @@ class ChatTask(Task):
 
     def validate(self, step: int, logger: Any) -> dict[str, float] | None:
         """Reply-token loss on ``eval_rows`` valid examples; stage 2: typed-question accuracy on ``eval_answers``;
-        with a CTC head: the audio projector's WER on spoken valid questions in held-out voices."""
+        with CTC heads (``eval_media`` items each): the audio projector's WER on spoken valid questions in held-out
+        voices, the image head's WER and exact rate on valid pictures."""
         import torch
 
         from auralm.components.generation import GenerationConfig
@@ -127,14 +128,14 @@ class ChatTask(Task):
             if tokens:
                 out["valid/caption_loss"] = total / tokens
             if model.ctc is not None and qa:
-                spoken = [e for e in qa if e["type"] not in ("sound", "cross")][:32]
+                spoken = [e for e in qa if e["type"] not in ("sound", "cross")][: cfg.eval_media]
                 items = [{"kind": "audio", "states": self.feats.audio(e["spoken_new_voice"])} for e in spoken]
                 hyps = model.transcribe(items)
                 with contextlib.suppress(ValueError):
                     out["valid/ctc_wer"] = wer([e["question"] for e in spoken], hyps)
             if model.image_ctc is not None:
-                paths = list(dict.fromkeys(m["path"] for e in convs for m in e["media"] if m["kind"] == "image"))[:32]
-                paths = [p for p in paths if p in self.descriptions]
+                captions = (m["path"] for e in self.valid if e["kind"] == "caption" for m in e["media"] if m["kind"] == "image")
+                paths = [p for p in dict.fromkeys(captions) if p in self.descriptions][: cfg.eval_media]
                 if paths:
                     hyps = model.describe([{"kind": "image", "states": self.feats.image(p)} for p in paths])
                     refs = [self.descriptions[p] for p in paths]
