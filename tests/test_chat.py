@@ -257,13 +257,21 @@ def test_stage1_warm_up_reads_pictures_against_their_scene_descriptions(dataset,
     extra = {f"pictures/{s['image']}": s for s in read_scenes(dataset / "pictures")}
     assert {p for p in desc if p.startswith("pictures/")} == {p for p, s in extra.items() if s["split"] == "train"}
     assert all(desc[p] == extra[p]["captions"][0] for p in desc if p.startswith("pictures/"))
+    counted = scene_descriptions(dataset, count=True)  # data.describe_count: the number of shapes closes the description
+    assert counted.keys() == desc.keys()
+    for p, s in extra.items():
+        if p in desc:
+            n = len(s["objects"])
+            word = ["zero", "one", "two", "three", "four"][n]
+            assert counted[p] == desc[p][:-1] + f": {word} {'shape' if n == 1 else 'shapes'}."
     ex = read_examples(dataset)
     caption = next(e for e in ex if e["kind"] == "caption" and e["messages"][1]["content"] == desc[e["media"][0]["path"]])
     assert caption  # the canonical caption is one of each scene's captions
     with pytest.raises(ConfigError, match="descriptions need up to .* positions, but a picture has 4"):
         _train(dataset, tmp_path / "s0", "model.image_ctc_weight=1.0", "data.image_ctc_batch=4")
     run = _train(dataset, tmp_path / "s1", "model.image_stride=8", "model.image_context=1", "model.image_ctc_weight=1.0",
-                 "model.image_feed=ctc_soft", "data.image_ctc_batch=4", "eval_every=2", "eval_media=3")  # fmt: skip
+                 "model.image_feed=ctc_soft", "data.image_ctc_batch=4", "eval_every=2", "eval_media=3",
+                 "data.describe_count=true")  # fmt: skip
     from safetensors.torch import load_file
 
     state = load_file(str(run / "trainable.safetensors"))

@@ -33,6 +33,9 @@ class ChatDataSource(Config):
                                          "caption (needs model.image_ctc_weight > 0; 0: none)")  # fmt: skip
     oversample: dict[str, int] = help_field({}, "stage 2: question type -> how many times each training conversation "
                                                "holding a turn of that type is drawn (e.g. {cross: 3}; default once)")
+    describe_count: bool = help_field(False, "the image CTC target (the scene's canonical caption) ends with the number "
+                                             "of shapes ('... at the bottom: two shapes.'), a word the LM can set "
+                                             "beside a heard number word")
 
     def validate(self) -> None:
         if self.ctc_batch < 0 or self.ctc_steps < 0 or self.image_ctc_batch < 0:

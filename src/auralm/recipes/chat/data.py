@@ -330,14 +330,23 @@ def speech_rows(dataset: str | Path) -> list[dict[str, str]]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def scene_descriptions(dataset: str | Path) -> dict[str, str]:
+def scene_descriptions(dataset: str | Path, count: bool = False) -> dict[str, str]:
     """Each scene picture (path relative to the dataset) -> its canonical caption: every shape with its size,
-    colour and place, in reading order (what the image CTC head learns to say). The extra pictures of
-    ``pictures/`` (``ChatSynthConfig.pictures``) come in with their training-split scenes only."""
+    colour and place, in reading order (what the image CTC head learns to say); ``count``: followed by the number
+    of shapes as a word ("A small red circle at the top left and a large blue square at the bottom: two shapes.").
+    The extra pictures of ``pictures/`` (``ChatSynthConfig.pictures``) come in with their training-split scenes only."""
     root = Path(dataset)
-    out = {f"scenes/{s['image']}": s["captions"][0] for s in read_scenes(root / "scenes")}
+
+    def describe(scene: dict[str, Any]) -> str:
+        text = scene["captions"][0]
+        if not count:
+            return text
+        n = _n_shapes(scene)
+        return f"{text.removesuffix('.')}: {NUMBER_WORDS[n]} {'shape' if n == 1 else 'shapes'}."
+
+    out = {f"scenes/{s['image']}": describe(s) for s in read_scenes(root / "scenes")}
     if (root / "pictures" / "scenes.jsonl").is_file():
-        out |= {f"pictures/{s['image']}": s["captions"][0] for s in read_scenes(root / "pictures") if s["split"] == "train"}
+        out |= {f"pictures/{s['image']}": describe(s) for s in read_scenes(root / "pictures") if s["split"] == "train"}
     return out
 
 

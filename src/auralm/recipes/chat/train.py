@@ -192,7 +192,7 @@ def _data(cfg: TrainConfig, model: Any) -> dict[str, Any]:
     numbers = {r["text"] for r in speech if len(r["text"].split()) == 1}
     valid_sounds = {e.get("sound") for e in valid}
     clips = [r for r in speech if r["audio"] in train_paths or (r["text"] in numbers and r["audio"] not in valid_sounds)]
-    descriptions = scene_descriptions(cfg.data.dataset) if model.image_ctc is not None else {}
+    descriptions = scene_descriptions(cfg.data.dataset, cfg.data.describe_count) if model.image_ctc is not None else {}
     train_images = {m["path"] for e in train for m in e["media"] if m["kind"] == "image"}
     train_images |= {p for p in descriptions if p.startswith("pictures/")}  # the extra pictures (training split)
     pictures = [{"image": p, "text": descriptions[p]} for p in sorted(train_images) if p in descriptions]
