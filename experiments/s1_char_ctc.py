@@ -1,7 +1,8 @@
 """Probe 13 (docs/s1-alignment.md): a character-level CTC head on the cached Whisper states, against the
 word-level head's need to hear each word about ten times (probe 9). Trains a small conv + BiGRU head on the
 training clips of a demo corpus and scores its greedy CTC transcript (WER after the English normaliser) on the
-first N test clips, the same clips `auralm hear eval --limit N` scores.
+first N test clips, the same clips `auralm hear eval --limit N` scores, then again after a lexicon spelling
+correction (needs `pip install rapidfuzz`, not a dependency of auralm).
 
   HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 PYTHONPATH=src python experiments/s1_char_ctc.py \\
       --demo runs/demo --steps 2000 --out runs/s1x/char.json
