@@ -64,7 +64,8 @@ class HearConfig(Config):
     audio_norm: str = help_field("none", "none, or embedding: rescale each audio frame the LM reads (feed raw or "
                                          "ctc_pool) to the mean norm of the LM's input embeddings")
     pool_align_weight: float = help_field(0.0, "feed=ctc_pool: weight of a loss pulling each pooled run towards its best "
-                                               "token's embedding (1 - cosine), so the LM reads frames near its own inputs")
+                                               "token's embedding (1 - cosine), so the LM reads frames near its own inputs; "
+                                               "also in a CTC-only stage 1 (lm_weight 0)")
     soft_top_k: int = help_field(16, "ctc_soft: token embeddings mixed per compressed frame (top-k of its posterior)")
     ctc_vocab: str = help_field("all", "CTC classes: all (the LM's vocabulary) or train (the training transcripts' tokens: "
                                        "much faster with a large vocabulary; saved with the weights)")
