@@ -45,12 +45,12 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=6, help="errors to print per type")
     args = ap.parse_args()
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, cfg = load_checkpoint(args.checkpoint)
     model.eval()
     items = pick(read_examples(args.dataset), args.split, args.per_type)
     feats = Features(args.dataset, model)
     feats.ensure(*media_paths(items))
-    truth = scene_descriptions(args.dataset)
+    truth = scene_descriptions(args.dataset, cfg.data.describe_count)  # what this checkpoint's image head was taught
     from auralm.components.generation import GenerationConfig
 
     gen = GenerationConfig(strategy="greedy", max_new_tokens=6)

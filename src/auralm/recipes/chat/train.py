@@ -134,8 +134,8 @@ class ChatTask(Task):
                 with contextlib.suppress(ValueError):
                     out["valid/ctc_wer"] = wer([e["question"] for e in spoken], hyps)
             if model.image_ctc is not None:
-                captions = (m["path"] for e in self.valid if e["kind"] == "caption" for m in e["media"] if m["kind"] == "image")
-                paths = [p for p in dict.fromkeys(captions) if p in self.descriptions][: cfg.eval_media]
+                images = (m["path"] for e in self.valid if e["kind"] == "caption" for m in e["media"] if m["kind"] == "image")
+                paths = [p for p in dict.fromkeys(images) if p in self.descriptions][: cfg.eval_media]
                 if paths:
                     hyps = model.describe([{"kind": "image", "states": self.feats.image(p)} for p in paths])
                     refs = [self.descriptions[p] for p in paths]

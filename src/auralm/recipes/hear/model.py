@@ -248,8 +248,7 @@ class AudioLM(nn.Module):
             ctc, n = self._ctc_loss(audio, lengths, batch["texts"])
             out = {"loss": self.config.ctc_weight * ctc, "ctc_loss": ctc, "n_tokens": n}
             if self.config.pool_align_weight > 0:  # aim the runs the continuous feed will read at their tokens
-                out["pool_align_loss"] = self._pool_align_loss(*self.ctc.pool(audio, lengths))
-                out["loss"] = out["loss"] + self.config.pool_align_weight * out["pool_align_loss"]
+                self._add_pool_align(out, *self.ctc.pool(audio, lengths))
             return out
         x = self.build_inputs(batch, answers=True, left_pad=False)
         # token t is predicted at position t-1: only positions followed by an answer token need logits,
@@ -269,16 +268,17 @@ class AudioLM(nn.Module):
             out["ctc_loss"], _ = self._ctc_loss(x["audio"], x["audio_lengths"], batch["texts"])
             out["loss"] = out["loss"] + self.config.ctc_weight * out["ctc_loss"]
         if self.config.pool_align_weight > 0:
-            out["pool_align_loss"] = self._pool_align_loss(x["lm_audio"], x["lm_audio_lengths"], x["lm_audio_ids"])
-            out["loss"] = out["loss"] + self.config.pool_align_weight * out["pool_align_loss"]
+            self._add_pool_align(out, x["lm_audio"], x["lm_audio_lengths"], x["lm_audio_ids"])
         return out
 
-    def _pool_align_loss(self, pooled: torch.Tensor, lengths: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
-        """Mean ``1 - cos`` between every pooled run ``(B, N, H)`` and the input embedding of its best token."""
+    def _add_pool_align(self, out: dict[str, Any], pooled: torch.Tensor, lengths: torch.Tensor, ids: list[list[int]]) -> None:
+        """``out["pool_align_loss"]``: mean ``1 - cos`` between every pooled run ``(B, N, H)`` and the input embedding
+        of its best token, added to ``out["loss"]`` with ``pool_align_weight``."""
         emb = self.lm.get_input_embeddings().weight  # V, H (frozen)
         runs = torch.cat([pooled[b, :n] for b, n in enumerate(lengths.tolist())])  # R, H
         targets = emb[torch.tensor([i for row in ids for i in row], device=emb.device)].to(runs.dtype)  # R, H
-        return (1 - F.cosine_similarity(runs, targets, dim=-1)).mean()
+        out["pool_align_loss"] = (1 - F.cosine_similarity(runs, targets, dim=-1)).mean()
+        out["loss"] = out["loss"] + self.config.pool_align_weight * out["pool_align_loss"]
 
     # -- the CTC head (auralm.components.ctc) ------------------------------------------------------
     @property
