@@ -7,8 +7,14 @@
 2. **Training step**: one forward + backward of :class:`auralm.recipes.chat.model.ChatLM` (LM frozen,
    projectors + LoRA trained) on cached features, conversations as in the demo; reply tokens per second,
    and the fraction of this machine's matmul peak (``torch.utils.flop_counter``) the step reaches.
+3. **Length-grouped batches** (with ``--dataset``, a chat demo's data folder with its feature cache, and ``--init``,
+   a stage-1 checkpoint): the demo's stage-2 step (``chat-demo-stage2``: LoRA on SmolLM2, conversations + pictures)
+   on the batches the index stream gives with and without ``optim.group_by_length``, alternating, the same steps:
+   padding fraction, seconds per step and the speed-up.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 .venv/bin/python bench/bench_chat.py [--lm smollm2-135m-instruct] [--batch 8]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 .venv/bin/python bench/bench_chat.py --dataset runs/chat-demo3/data \
+        --init runs/chat-x/count/stage1/checkpoints/step-001000 --grouped-steps 12
 """
 
 from __future__ import annotations
@@ -132,12 +138,54 @@ def bench_step(lm: str, batch: int, steps: int) -> None:
           f"the matmul peak ({peak / 1e9:.0f} GFLOP/s)")  # fmt: skip
 
 
+def bench_grouping(dataset: str, init: str, steps: int) -> None:
+    from auralm.core.config import apply_overrides, load_preset
+    from auralm.recipes.chat.config import TrainConfig
+    from auralm.recipes.chat.data import to_batch
+    from auralm.recipes.chat.model import ChatLM
+    from auralm.recipes.chat.train import ChatTask, _data
+    from auralm.training.checkpoint import load_trainable
+
+    cfg = apply_overrides(TrainConfig.from_dict(load_preset("chat-demo-stage2")), [f"data.dataset={dataset}"])
+    model = ChatLM(cfg.model.replace(lora=cfg.model.lora.replace(r=0)))
+    load_trainable(model, init)
+    model.add_lora(cfg.model.lora)
+    model.train()
+    data = _data(cfg, model)
+    tasks = {g: ChatTask(cfg.replace(optim=cfg.optim.replace(group_by_length=g)), model, **data) for g in (False, True)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    seconds = {False: 0.0, True: 0.0}
+    real = {False: 0, True: 0}
+    total = {False: 0, True: 0}
+    for step in range(steps):
+        for g, task in tasks.items():  # alternating, so a slower machine moment hits both orders alike
+            for p in params:
+                p.grad = None
+            batch = task.global_batch(step)
+            t = time.perf_counter()
+            out = task.loss(batch)
+            out["loss"].backward()
+            seconds[g] += time.perf_counter() - t
+            mask = model.build_inputs(to_batch([task.train[i] for i, _, _ in batch], task.feats))["mask"]
+            real[g], total[g] = real[g] + int(mask.sum()), total[g] + mask.numel()
+    for g in (False, True):
+        print(f"stage-2 step, {'grouped' if g else 'random'} batches: {1 - real[g] / total[g]:.0%} padding, "
+              f"{seconds[g] / steps:.2f} s a step")  # fmt: skip
+    print(f"grouped / random: {seconds[True] / seconds[False]:.2f} of the time ({steps} steps each)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--lm", default="smollm2-135m-instruct")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--dataset", default="", help="a chat demo's data folder: run only the grouped-batch comparison")
+    p.add_argument("--init", default="", help="with --dataset: a stage-1 checkpoint")
+    p.add_argument("--grouped-steps", type=int, default=12)
     args = p.parse_args()
+    if args.dataset:
+        bench_grouping(args.dataset, args.init, args.grouped_steps)
+        return
     bench_splice()
     bench_step(args.lm, args.batch, args.steps)
 

@@ -329,3 +329,65 @@ def test_oversample_repeats_conversations_holding_a_named_type():
     for bad in ({"crosss": 2}, {"cross": 0}, {"cross": 1.5}):
         with pytest.raises(ConfigError, match="oversample"):
             ChatDataSource(oversample=bad)
+
+
+def test_group_by_length_batches_similar_conversations_and_keeps_each_epoch_a_permutation(dataset):
+    from auralm.core.config import load_preset
+    from auralm.recipes.chat.config import TrainConfig
+    from auralm.recipes.chat.data import conversation_size, read_examples
+    from auralm.recipes.chat.train import ChatTask
+
+    msgs = [{"role": "user", "content": "<image><audio>\nhi"}, {"role": "assistant", "content": "red"}]
+    e = {"messages": msgs, "media": [{"kind": "image", "path": "p.png"}, {"kind": "audio", "path": "a.wav", "text": "two"}]}
+    assert conversation_size(e, {"p.png": "a red circle"}) == (20 + 17) + (20 + 3) + 12 + 3
+    assert conversation_size(e) == (20 + 17) + (20 + 3) + 80 + 3  # a picture without its description: a typical one
+    train = [x for x in read_examples(dataset) if x["split"] == "train" and x["kind"] == "chat"]
+    sizes = [conversation_size(x) for x in train]
+
+    def spread(group: bool) -> tuple[list[list[int]], float]:
+        cfg = TrainConfig.from_dict(load_preset("chat-tiny"))
+        cfg = cfg.replace(optim=cfg.optim.replace(batch_size=4, group_by_length=group))
+        task = ChatTask(cfg, None, train, [], None)
+        batches = [[i for i, _, _ in task.global_batch(s)] for s in range(len(train) // 4)]
+        return batches, sum(max(sizes[i] for i in b) - min(sizes[i] for i in b) for b in batches) / len(batches)
+
+    grouped, g = spread(True)
+    plain, p = spread(False)
+    assert len({i for b in grouped for i in b}) == len(grouped) * 4  # within an epoch, no conversation twice
+    assert g < p / 2  # similar lengths together
+    assert grouped == spread(True)[0]  # a pure function of the step: resume draws the same batches
+
+
+def test_eval_asks_only_the_named_types_and_conditions(dataset):
+    from auralm.recipes.chat.data import read_examples
+    from auralm.recipes.chat.evaluate import evaluate, pick
+
+    ex = read_examples(dataset)
+    assert {e["type"] for e in pick(ex, "test", 0, ("cross",))} == {"cross"}
+    assert len(pick(ex, "test", 0, ("cross",))) == sum(e["kind"] == "qa" and e["type"] == "cross" and e["split"] == "test" for e in ex)
+
+    class Idle:
+        def eval(self):
+            return self
+
+    with pytest.raises(ValueError, match="unknown question type.*crosss"):
+        evaluate(Idle(), dataset, types=("crosss",))
+    with pytest.raises(ValueError, match="unknown condition.*shuffled"):
+        evaluate(Idle(), dataset, conditions=("shuffled",))
+
+
+def test_the_demo_budget_lowers_the_last_stage_guard_loudly(capsys):
+    from auralm.core.config import load_preset
+    from auralm.recipes.chat.config import TrainConfig
+    from auralm.recipes.chat.demo import ChatDemoConfig, _within_budget
+
+    stage = TrainConfig.from_dict(load_preset("chat-demo-stage2"))
+    assert stage.optim.max_minutes == 14.0
+    assert _within_budget(stage, 20.0) is stage  # enough time left: the preset's guard stands
+    assert capsys.readouterr().err == ""
+    assert _within_budget(stage, 9.34).optim.max_minutes == 9.3
+    assert "guard lowered from 14.0 to 9.3 min" in capsys.readouterr().err
+    assert _within_budget(stage, -2.0).optim.max_minutes == 1.0  # over budget already: one minute, still a checkpoint
+    assert ChatDemoConfig.from_dict(load_preset("chat-demo")).budget_minutes == 30.0
+    with pytest.raises(ConfigError, match="budget_minutes"):
+        ChatDemoConfig(budget_minutes=-1)

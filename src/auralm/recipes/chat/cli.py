@@ -49,6 +49,9 @@ def eval_cli(argv: list[str]) -> int:
     parser.add_argument("--dataset", required=True, help="folder of `auralm chat synth`")
     parser.add_argument("--split", default="test", help="split evaluated (default test)")
     parser.add_argument("--per-type", type=int, default=40, help="questions per type (default 40; 0: all)")
+    parser.add_argument("--types", default="", help="question types asked, comma-separated (default: all), e.g. cross,sound")
+    parser.add_argument("--conditions", default="", help="conditions run besides typed, comma-separated (default: all), "
+                                                         "e.g. shuffled_sound")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="questions decoded at once")
     parser.add_argument("--out", help="write the report here as JSON (default: stdout)")
     args = parser.parse_args(argv)
@@ -57,8 +60,12 @@ def eval_cli(argv: list[str]) -> int:
     from auralm.recipes.chat.evaluate import evaluate
     from auralm.recipes.chat.pipeline import ChatPipeline
 
+    def names(text: str) -> tuple[str, ...] | None:
+        return tuple(x.strip() for x in text.split(",") if x.strip()) or None
+
     pipe = ChatPipeline.from_checkpoint(args.checkpoint)
-    report = evaluate(pipe, args.dataset, args.split, per_type=args.per_type, batch_size=args.batch_size)
+    report = evaluate(pipe, args.dataset, args.split, per_type=args.per_type, batch_size=args.batch_size,
+                      conditions=names(args.conditions), types=names(args.types))  # fmt: skip
     text = json.dumps(report, indent=2)
     if args.out:
         from auralm.core.io import atomic_write_text

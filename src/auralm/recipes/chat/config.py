@@ -50,11 +50,19 @@ class ChatDataSource(Config):
 
 
 @dataclasses.dataclass
+class ChatOptimConfig(OptimConfig):
+    """The engine's optimizer and run-length settings (:class:`auralm.training.config.OptimConfig`) plus S3's own."""
+
+    group_by_length: bool = help_field(False, "batch examples of similar length together (shuffled pools "
+                                              "of 50 batches, each sorted by length): less padding, faster steps")
+
+
+@dataclasses.dataclass
 class TrainConfig(RunConfig):
     """Settings of ``auralm chat train``."""
 
     recipe: str = recipe_field("chat")
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig, metadata={"help": "optimizer + run length"})
+    optim: ChatOptimConfig = dataclasses.field(default_factory=ChatOptimConfig, metadata={"help": "optimizer + run length"})
     model: ChatModelConfig = dataclasses.field(default_factory=ChatModelConfig, metadata={"help": "the chat model"})
     data: ChatDataSource = dataclasses.field(default_factory=ChatDataSource, metadata={"help": "the examples"})
     stage: int = help_field(1, "1: projectors on captions + CTC (LM frozen); 2: projectors + LoRA on conversations")

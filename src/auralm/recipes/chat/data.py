@@ -407,6 +407,18 @@ def media_paths(examples: Sequence[dict[str, Any]]) -> tuple[list[str], list[str
     return images, clips
 
 
+def conversation_size(e: dict[str, Any], descriptions: dict[str, str] | None = None) -> int:
+    """About a conversation's length in characters as the LM will read it: its messages (each with its chat
+    template's header, about 5 tokens or 20 characters), each clip's transcript (a spoken question or a number word
+    becomes about its words), each picture's description (or a typical one's 80 characters). Used to batch
+    conversations of similar length together."""
+    descriptions = descriptions or {}
+    size = sum(20 + len(m["content"]) for m in e["messages"])
+    for m in e.get("media", []):
+        size += len(descriptions.get(m["path"], "x" * 80)) if m["kind"] == "image" else len(m.get("text") or "")
+    return size
+
+
 def to_batch(records: Sequence[dict[str, Any]], feats: Features) -> dict[str, Any]:
     """Dataset records (``messages`` + ``media``) -> the model's batch, media as cached states."""
     media = []

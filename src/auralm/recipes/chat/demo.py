@@ -36,10 +36,15 @@ class ChatDemoConfig(Config):
     stage2: list = help_field([], "key=value overrides of the stage-2 preset")
     per_type: int = help_field(30, "test questions per type in the evaluation (0: all)")
     batch_size: int = help_field(16, "questions decoded at once in the evaluation")
+    budget_minutes: float = help_field(30.0, "a guard on the whole demo: the last stage's max_minutes is lowered (loudly) "
+                                             "to what is left of it after eval_reserve_minutes; 0: no budget")
+    eval_reserve_minutes: float = help_field(5.0, "minutes kept for the evaluation and report out of budget_minutes")
 
     def validate(self) -> None:
         if self.per_type < 0 or self.batch_size < 1:
             raise ConfigError("per_type must be >= 0 and batch_size >= 1")
+        if self.budget_minutes < 0 or self.eval_reserve_minutes < 0:
+            raise ConfigError("budget_minutes and eval_reserve_minutes must be >= 0")
 
 
 def _log(msg: str) -> None:
@@ -88,6 +93,18 @@ def _report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _within_budget(stage: Any, left: float) -> Any:
+    """The stage with its guard (``optim.max_minutes``) lowered to the ``left`` minutes of the demo's budget, said
+    on stderr; a stage with no time left still runs one minute (its checkpoint is what the evaluation reads)."""
+    left = max(1.0, round(left, 1))
+    guard = stage.optim.max_minutes
+    if guard and guard <= left:
+        return stage
+    _log(f"WARNING: {left:g} min left of the demo's budget: stage {stage.stage}'s guard lowered from "
+         f"{guard or 'none'} to {left:g} min (it may stop before optim.max_steps={stage.optim.max_steps})")  # fmt: skip
+    return stage.replace(optim=stage.optim.replace(max_minutes=left))
+
+
 def run_demo(out: str | None = None, preset: str = "chat-demo", overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the demo; return its metrics (also written to ``out/metrics.json``)."""
     from auralm.recipes.chat.config import TrainConfig
@@ -117,6 +134,8 @@ def run_demo(out: str | None = None, preset: str = "chat-demo", overrides: list[
             raise ConfigError(f"{name} is a stage-{stage.stage} preset, but the demo runs it as stage {number}")
         stage = stage.replace(out=str(root / f"stage{number}"), data=stage.data.replace(dataset=str(data)),
                               init_from=str(last) if last else stage.init_from)  # fmt: skip
+        if cfg.budget_minutes and number == stages[-1][0]:
+            stage = _within_budget(stage, cfg.budget_minutes - cfg.eval_reserve_minutes - (t - t0) / 60)
         _log(f"stage {number}: {name}")
         last = train(stage)
         minutes[f"stage{number}"] = (time.perf_counter() - t) / 60

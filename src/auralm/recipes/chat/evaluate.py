@@ -21,6 +21,7 @@ The report holds, per condition, ``{type: accuracy}`` plus ``overall``, the coun
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,16 @@ from auralm.recipes.chat.data import (
 )
 
 SCENE_TYPES = ("colour", "shape", "count", "exists", "position")
+CONDITIONS = ("typed", "spoken", "spoken_new_voice", "other_image", "no_image", "alt_renderer", "shuffled_sound",
+              "heldout_combinations")
 
 
-def pick(examples: list[dict[str, Any]], split: str, per_type: int) -> list[dict[str, Any]]:
-    """Up to ``per_type`` qa examples of each type (every type present), in dataset order."""
+def pick(examples: list[dict[str, Any]], split: str, per_type: int, types: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Up to ``per_type`` qa examples of each type (every type present, or those of ``types``), in dataset order."""
     out, seen = [], collections.Counter()
     for e in examples:
+        if types is not None and e.get("type") not in types:
+            continue
         if e["kind"] == "qa" and e["split"] == split and (per_type <= 0 or seen[e["type"]] < per_type):
             out.append(e)
             seen[e["type"]] += 1
@@ -76,19 +81,25 @@ def chance(items: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int = 40, batch_size: int = 16,
-             conditions: tuple[str, ...] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The accuracy report of a chat pipeline (or model) on a dataset's held-out ``split`` (see the module doc)."""
+             conditions: tuple[str, ...] | None = None, types: Sequence[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The accuracy report of a chat pipeline (or model) on a dataset's held-out ``split`` (see the module doc);
+    ``conditions``: those run besides ``typed`` (default all); ``types``: the question types asked (default all)."""
     import torch
 
     model = getattr(pipe, "model", pipe)
     model.eval()
+    if conditions is not None and (bad := sorted(set(conditions) - set(CONDITIONS))):
+        raise ValueError(f"unknown condition(s) {bad}; the conditions are {', '.join(CONDITIONS)}")
+    if types is not None and (bad := sorted(set(types) - set(QA_TYPES))):
+        raise ValueError(f"unknown question type(s) {bad}; the types are {', '.join(QA_TYPES)}")
     examples = read_examples(dataset)
-    items = pick(examples, split, per_type)
+    items = pick(examples, split, per_type, types)
     if not items:
-        raise ValueError(f"{dataset}: no qa examples in split {split!r}")
+        raise ValueError(f"{dataset}: no qa examples in split {split!r}" + (f" of types {list(types)}" if types else ""))
     scene_items = [e for e in items if e["type"] in SCENE_TYPES]
     sound_items = [e for e in items if e["type"] in ("sound", "cross")]
-    held = [e for e in examples if e["kind"] == "qa" and e["split"] == split and e.get("heldout")][: max(per_type, 1) * 2]
+    held = [e for e in examples if e["kind"] == "qa" and e["split"] == split and e.get("heldout")
+            and (types is None or e["type"] in types)][: max(per_type, 1) * 2]  # fmt: skip
     feats = Features(dataset, model)
     images, clips = media_paths(items + held)
     feats.ensure(images, clips)
@@ -96,8 +107,7 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
     image_of = {e["scene"]: e["image"] for e in items}
     other = {s: image_of[scenes[(i + 1) % len(scenes)]] for i, s in enumerate(scenes)}
     n_sound = len(sound_items)
-    wanted = conditions or ("typed", "spoken", "spoken_new_voice", "other_image", "no_image", "alt_renderer",
-                            "shuffled_sound", "heldout_combinations")  # fmt: skip
+    wanted = conditions or CONDITIONS
     runs: dict[str, tuple[list[dict], list[dict]]] = {}
     runs["typed"] = (items, [qa_record(e) for e in items])
     if "spoken" in wanted:

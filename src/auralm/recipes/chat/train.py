@@ -25,6 +25,7 @@ from auralm.core.errors import ConfigError
 from auralm.recipes.chat.config import TrainConfig
 from auralm.recipes.chat.data import (
     Features,
+    conversation_size,
     media_paths,
     normalise,
     qa_record,
@@ -54,6 +55,7 @@ class ChatTask(Task):
         self.cfg, self.model, self.train, self.valid, self.feats = cfg, model, train, valid, feats
         self.clips, self.pictures = clips or [], pictures or []
         self.descriptions = descriptions or {}  # image path -> its scene's canonical caption
+        self.lengths = [conversation_size(e, self.descriptions) for e in train] if cfg.optim.group_by_length else None
         self.device, self.micro = None, 1
         self.amp = contextlib.nullcontext
 
@@ -66,8 +68,8 @@ class ChatTask(Task):
         example (the warm-up: the LM does not run)."""
         o, d = self.cfg.optim, self.cfg.data
         warm = d.ctc_steps if self.clips or self.pictures else 0
-        idx = index_stream(len(self.train), o.seed, (step - warm) * o.batch_size, o.batch_size) if step >= warm else \
-            [None] * o.batch_size  # fmt: skip
+        idx = index_stream(len(self.train), o.seed, (step - warm) * o.batch_size, o.batch_size, self.lengths,
+                           o.batch_size) if step >= warm else [None] * o.batch_size  # fmt: skip
 
         def spread(pool: list, per_step: int, seed: int) -> list[tuple[int, ...]]:
             per = -(-per_step // o.batch_size) if pool and per_step else 0
