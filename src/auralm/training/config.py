@@ -1,4 +1,5 @@
-"""The run settings every recipe's training config shares: :class:`OptimConfig` and :class:`RunConfig`.
+"""The run settings every recipe's training config shares: :class:`OptimConfig` (:class:`GroupedOptimConfig` with
+length-grouped batches) and :class:`RunConfig`.
 
 A recipe's train config derives from :class:`RunConfig` (its ``recipe`` field first, then the run's
 bookkeeping, then ``optim``, then the recipe's own fields) and may derive its ``optim`` section from
@@ -59,6 +60,15 @@ class OptimConfig(Config):
         self.betas = [float(b) for b in self.betas]
         if self.batch_size % self.grad_accum:
             raise ConfigError(f"optim.batch_size ({self.batch_size}) must be a multiple of optim.grad_accum ({self.grad_accum})")
+
+
+@dataclasses.dataclass
+class GroupedOptimConfig(OptimConfig):
+    """:class:`OptimConfig` plus ``group_by_length``, for recipes whose examples vary in length (hear, chat): the
+    recipe gives :func:`auralm.training.schedule.index_stream` one length per example."""
+
+    group_by_length: bool = help_field(False, "batch examples of similar length together (shuffled pools of 50 "
+                                              "batches, each sorted by length): less padding, faster steps")
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ import dataclasses
 from auralm.core.config import Config, apply_overrides, check_recipe, help_field, load_preset, recipe_field
 from auralm.core.errors import ConfigError
 from auralm.recipes.chat.model import ChatModelConfig
-from auralm.training.config import OptimConfig, RunConfig
+from auralm.training.config import GroupedOptimConfig, RunConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -50,19 +50,12 @@ class ChatDataSource(Config):
 
 
 @dataclasses.dataclass
-class ChatOptimConfig(OptimConfig):
-    """The engine's optimizer and run-length settings (:class:`auralm.training.config.OptimConfig`) plus S3's own."""
-
-    group_by_length: bool = help_field(False, "batch examples of similar length together (shuffled pools "
-                                              "of 50 batches, each sorted by length): less padding, faster steps")
-
-
-@dataclasses.dataclass
 class TrainConfig(RunConfig):
     """Settings of ``auralm chat train``."""
 
     recipe: str = recipe_field("chat")
-    optim: ChatOptimConfig = dataclasses.field(default_factory=ChatOptimConfig, metadata={"help": "optimizer + run length"})
+    optim: GroupedOptimConfig = dataclasses.field(default_factory=GroupedOptimConfig,
+                                                  metadata={"help": "optimizer + run length"})  # fmt: skip
     model: ChatModelConfig = dataclasses.field(default_factory=ChatModelConfig, metadata={"help": "the chat model"})
     data: ChatDataSource = dataclasses.field(default_factory=ChatDataSource, metadata={"help": "the examples"})
     stage: int = help_field(1, "1: projectors on captions + CTC (LM frozen); 2: projectors + LoRA on conversations")

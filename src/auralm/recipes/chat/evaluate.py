@@ -44,9 +44,9 @@ def pick(examples: list[dict[str, Any]], split: str, per_type: int, types: Seque
     """Up to ``per_type`` qa examples of each type (every type present, or those of ``types``), in dataset order."""
     out, seen = [], collections.Counter()
     for e in examples:
-        if types is not None and e.get("type") not in types:
+        if e["kind"] != "qa" or e["split"] != split or (types is not None and e["type"] not in types):
             continue
-        if e["kind"] == "qa" and e["split"] == split and (per_type <= 0 or seen[e["type"]] < per_type):
+        if per_type <= 0 or seen[e["type"]] < per_type:
             out.append(e)
             seen[e["type"]] += 1
     return out

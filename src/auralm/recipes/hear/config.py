@@ -19,7 +19,7 @@ import dataclasses
 from auralm.core.config import Config, apply_overrides, check_recipe, help_field, load_preset, recipe_field
 from auralm.core.errors import ConfigError
 from auralm.recipes.hear.model import HearConfig
-from auralm.training.config import OptimConfig, RunConfig
+from auralm.training.config import GroupedOptimConfig, RunConfig
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -42,13 +42,12 @@ class DataConfig(Config):
 
 
 @dataclasses.dataclass
-class HearOptimConfig(OptimConfig):
-    """The engine's optimizer and run-length settings (:class:`auralm.training.config.OptimConfig`) plus S1's own."""
+class HearOptimConfig(GroupedOptimConfig):
+    """The engine's optimizer and run-length settings with length-grouped batches
+    (:class:`auralm.training.config.GroupedOptimConfig`) plus S1's own."""
 
     connector_lr_scale: float = help_field(1.0, "learning rate of the connector and CTC head as a multiple of lr "
                                                 "(stage 2: 0 freezes them and trains LoRA alone)")
-    group_by_length: bool = help_field(False, "batch clips of similar length together (shuffled pools of 50 "
-                                              "batches, each sorted by length): less padding, faster steps")
 
     def validate(self) -> None:
         super().validate()
