@@ -226,6 +226,27 @@ def test_synth_splits_scenes_and_keeps_heldout_combinations_out_of_training(data
     assert cross and all(e["answer"] in ("yes", "no") and e["sound"] for e in cross)
 
 
+def test_cross_replies_in_training_name_both_numbers_then_answer(dataset):
+    from auralm.data.scenes import NUMBER_WORDS, read_scenes
+    from auralm.recipes.chat.data import cross_reply, normalise, read_examples
+
+    counts = {s["id"]: len(s["objects"]) for s in read_scenes(dataset / "scenes")}
+    seen = 0
+    for e in read_examples(dataset):
+        if e["kind"] != "chat":
+            continue
+        heard = [m["text"] for m in e["media"] if m["kind"] == "audio" and m["text"] in NUMBER_WORDS]
+        for t, reply in zip(e["types"], [m["content"] for m in e["messages"][1::2]]):
+            if t == "cross":
+                n = counts[e["scene"]]
+                assert reply == f"I hear {heard[0]} and see {NUMBER_WORDS[n]} shape{'s' * (n != 1)}: " \
+                                f"{'yes' if NUMBER_WORDS.index(heard[0]) == n else 'no'}."
+                seen += 1
+    assert seen
+    assert cross_reply("two", 2, working=False) == "yes" and cross_reply("one", 3, working=False) == "no"
+    assert normalise(cross_reply("one", 1, working=True)) == "yes"
+
+
 def _train(dataset, out, *extra):
     from auralm.core.config import apply_overrides, load_preset
     from auralm.recipes.chat.config import TrainConfig
@@ -309,10 +330,11 @@ def test_demo_generate_load_and_export_through_the_cli(tmp_path):
     assert (exported / "projectors.safetensors").is_file()
 
 
-def test_replies_are_compared_by_their_first_word():
+def test_replies_are_compared_by_their_first_word_or_the_word_after_their_working():
     from auralm.recipes.chat.data import normalise
 
     assert [normalise(r) for r in ("Red.", " Yes, it is!", "three", "")] == ["red", "yes", "three", ""]
+    assert [normalise(r) for r in ("I hear two and see two shapes: Yes.", "a: b: no", "x:")] == ["yes", "no", ""]
 
 
 def test_oversample_repeats_conversations_holding_a_named_type():

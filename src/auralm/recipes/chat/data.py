@@ -60,6 +60,7 @@ CROSS_QUESTIONS = ("Is the number you hear the same as the number of shapes?",
                    "Is the number said equal to the number of shapes in the picture?",
                    "Are there as many shapes as the number you hear?")  # fmt: skip
 QA_TYPES = ("colour", "shape", "count", "exists", "position", "sound", "cross")
+REPLY_TOKENS = 16  # greedy tokens decoded for a scored reply: a cross-modal reply with its working takes about 12
 
 
 @dataclasses.dataclass
@@ -79,6 +80,8 @@ class ChatSynthConfig(Config):
     spoken_frac: float = help_field(0.3, "share of training questions asked by voice instead of text")
     sound_frac: float = help_field(0.35, "share of training conversations that carry a number-word clip")
     numbers: list[str] = help_field(["one", "two", "three", "four"], "number words of the sound clips")
+    cross_working: bool = help_field(True, "training replies to cross-modal questions name the two numbers before the "
+                                           "answer ('I hear three and see two shapes: no.'); false: a bare yes/no")
     jobs: int = help_field(2, "speech clips rendered at once")
     pictures: int = help_field(0, "extra scenes drawn for the image CTC head alone (DIR/pictures: another seed; "
                                   "their training-split scenes with their canonical captions; no questions, no speech)")
@@ -107,10 +110,22 @@ class ChatSynthConfig(Config):
 
 # -- speech -----------------------------------------------------------------------------------------
 def normalise(reply: str) -> str:
-    """A reply as one lower-case word without trailing punctuation ("Red." -> "red"): how every
-    accuracy here (validation, evaluation, the demo's grid) compares a reply with its answer."""
+    """A reply's answer as one lower-case word without punctuation: its first word ("Red." -> "red"), or, in a
+    reply that shows its working before a colon, the first word after the last colon ("I hear three and see
+    two shapes: no." -> "no"). How every accuracy here (validation, evaluation, the demo's grid) compares a
+    reply with its answer."""
+    reply = reply.rsplit(":", 1)[-1]
     words = reply.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
     return words[0] if words else ""
+
+
+def cross_reply(number: str, n_shapes: int, working: bool) -> str:
+    """The reply to a cross-modal question: "yes" when the heard number word is the number of shapes, else "no";
+    with ``working``, after the two numbers it compares ("I hear three and see two shapes: no.")."""
+    answer = "yes" if NUMBER_WORDS.index(number) == n_shapes else "no"
+    if not working:
+        return answer
+    return f"I hear {number} and see {NUMBER_WORDS[n_shapes]} {'shape' if n_shapes == 1 else 'shapes'}: {answer}."
 
 
 def _spec(text: str, voice: str, index: int, seed: int) -> ClipSpec:
@@ -158,10 +173,10 @@ def _n_shapes(scene: dict[str, Any]) -> int:
     return len(scene["objects"])
 
 
-def _sound_turns(scene: dict[str, Any], number: str, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+def _sound_turns(scene: dict[str, Any], number: str, working: bool, rng: np.random.Generator) -> list[tuple[str, str, str]]:
     """(question, answer, type) turns about a number-word clip."""
-    same = NUMBER_WORDS.index(number) == _n_shapes(scene)
-    turns = [(str(rng.choice(SOUND_QUESTIONS)), number, "sound"), (str(rng.choice(CROSS_QUESTIONS)), "yes" if same else "no", "cross")]
+    cross = cross_reply(number, _n_shapes(scene), working)
+    turns = [(str(rng.choice(SOUND_QUESTIONS)), number, "sound"), (str(rng.choice(CROSS_QUESTIONS)), cross, "cross")]
     keep = [t for t in turns if rng.random() < 0.75] or [turns[int(rng.integers(2))]]
     return keep
 
@@ -186,7 +201,7 @@ def _chat_examples(scene: dict[str, Any], cfg: ChatSynthConfig, speech: Speech, 
             number = _pick_number(scene, cfg.numbers, rng)
             voice = str(rng.choice(cfg.voices))
             media_sound = {"kind": "audio", "path": speech.want(number, voice), "text": number}
-            for q, a, t in _sound_turns(scene, number, rng):
+            for q, a, t in _sound_turns(scene, number, cfg.cross_working, rng):
                 turns.insert(int(rng.integers(len(turns) + 1)), (q, a, t, False))
         messages, media, types, held = [], [image], [], []
         for i, (q, a, t, h) in enumerate(turns):

@@ -69,7 +69,8 @@ def _grid(examples: list[dict[str, Any]], dataset: Path, path: Path, n: int = 8)
         draw.text((x + 3, y + side + 2), q, fill="black")
         draw.text((x + 3, y + side + 18), f"expected: {e['answer']}", fill="black")
         ok = normalise(e["reply"]) == e["answer"]
-        draw.text((x + 3, y + side + 34), f"reply: {e['reply'][:20]}", fill="green" if ok else "red")
+        reply = e["reply"] if len(e["reply"]) <= 20 else "..." + e["reply"][-17:]  # a reply with its working: its end
+        draw.text((x + 3, y + side + 34), f"reply: {reply}", fill="green" if ok else "red")
     grid.save(path)
 
 

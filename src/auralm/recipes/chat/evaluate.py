@@ -27,6 +27,7 @@ from typing import Any
 
 from auralm.recipes.chat.data import (
     QA_TYPES,
+    REPLY_TOKENS,
     Features,
     media_paths,
     normalise,
@@ -55,7 +56,7 @@ def pick(examples: list[dict[str, Any]], split: str, per_type: int, types: Seque
 def _answer(model: Any, feats: Features, records: list[dict[str, Any]], batch_size: int) -> list[str]:
     from auralm.components.generation import GenerationConfig
 
-    gen = GenerationConfig(strategy="greedy", max_new_tokens=6)
+    gen = GenerationConfig(strategy="greedy", max_new_tokens=REPLY_TOKENS)
     replies: list[str] = []
     for i in range(0, len(records), batch_size):
         replies += model.generate(to_batch(records[i : i + batch_size], feats), gen)

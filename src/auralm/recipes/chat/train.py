@@ -24,6 +24,7 @@ from typing import Any
 from auralm.core.errors import ConfigError
 from auralm.recipes.chat.config import TrainConfig
 from auralm.recipes.chat.data import (
+    REPLY_TOKENS,
     Features,
     conversation_size,
     media_paths,
@@ -145,7 +146,7 @@ class ChatTask(Task):
                     out["valid/image_exact"] = sum(h == r for h, r in zip(hyps, refs)) / len(refs)
             if cfg.stage == 2 and cfg.eval_answers and qa:
                 picked = qa[: cfg.eval_answers]
-                gen = GenerationConfig(strategy="greedy", max_new_tokens=6)
+                gen = GenerationConfig(strategy="greedy", max_new_tokens=REPLY_TOKENS)
                 hits = 0
                 for i in range(0, len(picked), 16):
                     part = picked[i : i + 16]
