@@ -119,15 +119,6 @@ def normalise(reply: str) -> str:
     return words[0] if words else ""
 
 
-def cross_reply(number: str, n_shapes: int, working: bool) -> str:
-    """The reply to a cross-modal question: "yes" when the heard number word is the number of shapes, else "no";
-    with ``working``, after the two numbers it compares ("I hear three and see two shapes: no.")."""
-    answer = "yes" if NUMBER_WORDS.index(number) == n_shapes else "no"
-    if not working:
-        return answer
-    return f"I hear {number} and see {NUMBER_WORDS[n_shapes]} {'shape' if n_shapes == 1 else 'shapes'}: {answer}."
-
-
 def _spec(text: str, voice: str, index: int, seed: int) -> ClipSpec:
     engine, name = voice.split(":", 1)
     h = int(hashlib.sha256(f"{seed}:{voice}:{text}".encode()).hexdigest()[:8], 16)
@@ -171,6 +162,15 @@ class Speech:
 # -- examples ---------------------------------------------------------------------------------------
 def _n_shapes(scene: dict[str, Any]) -> int:
     return len(scene["objects"])
+
+
+def cross_reply(number: str, n_shapes: int, working: bool) -> str:
+    """The reply to a cross-modal question: "yes" when the heard number word is the number of shapes, else "no";
+    with ``working``, after the two numbers it compares ("I hear three and see two shapes: no.")."""
+    answer = "yes" if NUMBER_WORDS.index(number) == n_shapes else "no"
+    if not working:
+        return answer
+    return f"I hear {number} and see {NUMBER_WORDS[n_shapes]} {'shape' if n_shapes == 1 else 'shapes'}: {answer}."
 
 
 def _sound_turns(scene: dict[str, Any], number: str, working: bool, rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -261,9 +261,8 @@ def _qa_examples(scene: dict[str, Any], cfg: ChatSynthConfig, speech: Speech, rn
                     "spoken_new_voice": speech.want(q, new_voice)})  # fmt: skip
     number = _pick_number(scene, cfg.numbers, rng)
     voice = str(rng.choice(cfg.voices))
-    same = NUMBER_WORDS.index(number) == _n_shapes(scene)
     for t, q, a in (("sound", str(rng.choice(SOUND_QUESTIONS)), number),
-                    ("cross", str(rng.choice(CROSS_QUESTIONS)), "yes" if same else "no")):  # fmt: skip
+                    ("cross", str(rng.choice(CROSS_QUESTIONS)), cross_reply(number, _n_shapes(scene), working=False))):  # fmt: skip
         out.append({"id": f"{scene['id']}-{t}", "scene": scene["id"], "split": scene["split"], "kind": "qa", "type": t,
                     "question": q, "answer": a, "heldout": False, "image": f"scenes/{scene['image']}", "image_alt": alt,
                     "sound": speech.want(number, voice), "sound_new_voice": speech.want(number, new_voice),
