@@ -380,6 +380,31 @@ def test_group_by_length_batches_similar_conversations_and_keeps_each_epoch_a_pe
     assert grouped == spread(True)[0]  # a pure function of the step: resume draws the same batches
 
 
+def test_eval_keeps_heldout_combinations_apart_and_chance_reads_named_choices():
+    from auralm.recipes.chat.evaluate import chance, named_choices, pick
+
+    def qa(type_, question, answer, heldout=False, split="test"):
+        return {"kind": "qa", "split": split, "type": type_, "question": question, "answer": answer, "heldout": heldout}
+
+    ex = [qa("colour", "What colour is the circle?", "red"), qa("colour", "What colour is the square?", "blue", True),
+          qa("colour", "What colour is the triangle?", "red", split="train"),
+          qa("position", "Is the red circle on the left or the right?", "left"),
+          qa("position", "Is the blue one on the left or right side?", "left"),
+          qa("position", "Is the red circle at the top or the bottom?", "top"),
+          qa("position", "Is the square near the top or the bottom of the image?", "bottom"),
+          qa("position", "Which side is the circle on, left or right?", "right")]
+    # a question about a held-out combination is asked in its own row only, never among the per-type figures
+    assert [e["answer"] for e in pick(ex, "test", 0, ("colour",))] == ["red"]
+    assert [e["answer"] for e in pick(ex, "test", 0, ("colour",), heldout=True)] == ["blue"]
+    items = pick(ex, "test", 0)
+    assert named_choices(items[1]["question"], {"left", "right", "top", "bottom"}) == {"left", "right"}
+    assert named_choices("What colour is the circle?", {"red", "blue"}) == frozenset()
+    # majority over all five: left 2/5; the question's own two choices: left 2 of the 3 left/right, top 1 of 2
+    assert chance(items)["position"] == pytest.approx(2 / 5)
+    assert chance(items, choices=True)["position"] == pytest.approx(3 / 5)
+    assert chance(items, choices=True)["colour"] == chance(items)["colour"] == 1.0
+
+
 def test_eval_asks_only_the_named_types_and_conditions(dataset):
     from auralm.recipes.chat.data import read_examples
     from auralm.recipes.chat.evaluate import evaluate, pick

@@ -90,3 +90,10 @@ def test_every_shipped_preset_loads():
         assert isinstance(load_preset(name), dict)
     with pytest.raises(ConfigError, match="known presets"):
         load_preset("no-such-preset")
+
+
+def test_comma_list_strips_items_and_drops_empty_ones():
+    from auralm.core.config import comma_list
+
+    assert comma_list(" cross, sound,,") == ["cross", "sound"]
+    assert comma_list("") == []

@@ -147,6 +147,11 @@ def _dataclass_type(hint: Any) -> type[Config] | None:
     return None
 
 
+def comma_list(text: str) -> list[str]:
+    """A command-line list: ``"a, b,,c"`` -> ``["a", "b", "c"]`` (items stripped, empty ones dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3). Values are parsed as YAML scalars (``true``, ``1e-3``, ``[1, 2]``)."""
     if "=" not in text:

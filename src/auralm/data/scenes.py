@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, comma_list, help_field, save_config
 from auralm.core.errors import ConfigError, ManifestError
 from auralm.core.io import atomic_path, atomic_write_text
 from auralm.core.progress import progress
@@ -540,7 +540,7 @@ def cli(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     data = {k: v for k, v in vars(args).items() if v is not None and k not in ("overrides", "heldout")}
     if args.heldout is not None:
-        data["heldout"] = [h.strip() for h in args.heldout.split(",") if h.strip()]
+        data["heldout"] = comma_list(args.heldout)
     cfg = apply_overrides(SceneConfig.from_dict(data), args.overrides)
     synth_scenes(cfg)
     return 0

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auralm.core.config import Config, apply_overrides, help_field, save_config
+from auralm.core.config import Config, apply_overrides, comma_list, help_field, save_config
 from auralm.core.errors import AudioError, AuralmError, ConfigError, ToolMissingError
 from auralm.core.io import atomic_write_text
 from auralm.core.progress import progress
@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse_sources(text: str) -> dict[str, float]:
     """``"fortunes:1,wordnet-examples:2"`` -> ``{"fortunes": 1.0, "wordnet-examples": 2.0}`` (weight 1 when left out)."""
     out = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
+    for item in comma_list(text):
         name, _, weight = item.partition(":")
         try:
             out[name.strip()] = float(weight) if weight.strip() else 1.0
@@ -567,8 +567,7 @@ def cli(argv: list[str]) -> int:
     data = {k: v for k, v in vars(args).items() if v is not None and k != "overrides"}
     for key in ("voices", "eval_voices"):
         if key in data:
-            names = [v.strip() for v in data[key].split(",") if v.strip()]
-            data[key] = [_qualify(x) for v in names for x in (VOICE_SETS.get(v, [v]) if key == "voices" else [v])]
+            data[key] = [_qualify(x) for v in comma_list(data[key]) for x in (VOICE_SETS.get(v, [v]) if key == "voices" else [v])]
     if "sources" in data:
         data["sources"] = _parse_sources(data["sources"])
     cfg = apply_overrides(SynthConfig.from_dict(data), args.overrides)

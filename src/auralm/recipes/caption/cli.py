@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from auralm.core.config import preset_names
+from auralm.core.config import comma_list, preset_names
 
 
 def synth_cli(argv: list[str]) -> int:
@@ -72,9 +72,9 @@ def generate_cli(argv: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     pipe = CaptionPipeline.from_checkpoint(args.checkpoint)
-    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    tags = comma_list(args.tags)
     try:
-        metadata = [float(x) for x in args.metadata.split(",") if x.strip()]
+        metadata = [float(x) for x in comma_list(args.metadata)]
     except ValueError:
         raise ConfigError(f"--metadata: expected comma-separated numbers, got {args.metadata!r}") from None
     text = pipe.caption(args.audio, tags, metadata or None, _gen(pipe, args), skip_bad=args.skip_bad)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from auralm.core.config import apply_overrides, load_preset, preset_names
+from auralm.core.config import apply_overrides, comma_list, load_preset, preset_names
 
 
 def synth_cli(argv: list[str]) -> int:
@@ -60,12 +60,10 @@ def eval_cli(argv: list[str]) -> int:
     from auralm.recipes.chat.evaluate import evaluate
     from auralm.recipes.chat.pipeline import ChatPipeline
 
-    def names(text: str) -> tuple[str, ...] | None:
-        return tuple(x.strip() for x in text.split(",") if x.strip()) or None
-
     pipe = ChatPipeline.from_checkpoint(args.checkpoint)
     report = evaluate(pipe, args.dataset, args.split, per_type=args.per_type, batch_size=args.batch_size,
-                      conditions=names(args.conditions), types=names(args.types))  # fmt: skip
+                      conditions=tuple(comma_list(args.conditions)) or None,
+                      types=tuple(comma_list(args.types)) or None)  # fmt: skip
     text = json.dumps(report, indent=2)
     if args.out:
         from auralm.core.io import atomic_write_text

@@ -12,8 +12,13 @@ For the ``qa`` examples of a split (one question each, ``per_type`` of each type
 * ``sound`` / ``cross`` types (the number-word clip): with the right clip, and with another example's clip
   (``shuffled_sound``);
 * ``heldout_combinations``: questions whose answer involves a colour-shape combination never seen in
-  training, typed, real picture;
-* ``chance``: per type, the rate of the most common answer among the questions asked.
+  training, typed, real picture. They are kept apart: no other condition asks them, so every other row
+  measures questions about the training vocabulary on scenes never seen;
+* ``chance``: per type, the rate of the most common answer among the questions asked;
+* ``chance_choices``: per type, what the best guess that reads the question scores: a question that names its
+  choices ("Is the red circle on the left or the right?") is answered with the most common answer among the
+  questions naming the same choices; others as ``chance``. It differs from ``chance`` for position only, whose
+  questions name two of four answers: the fair level for a model given another scene's picture.
 
 The report holds, per condition, ``{type: accuracy}`` plus ``overall``, the counts, and a few examples.
 """
@@ -21,6 +26,7 @@ The report holds, per condition, ``{type: accuracy}`` plus ``overall``, the coun
 from __future__ import annotations
 
 import collections
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,11 +47,14 @@ CONDITIONS = ("typed", "spoken", "spoken_new_voice", "other_image", "no_image", 
               "heldout_combinations")
 
 
-def pick(examples: list[dict[str, Any]], split: str, per_type: int, types: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Up to ``per_type`` qa examples of each type (every type present, or those of ``types``), in dataset order."""
+def pick(examples: list[dict[str, Any]], split: str, per_type: int, types: Sequence[str] | None = None,
+         heldout: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Up to ``per_type`` qa examples of each type (every type present, or those of ``types``), in dataset order:
+    those about the training vocabulary, or (``heldout``) those involving a held-out colour-shape combination."""
     out, seen = [], collections.Counter()
     for e in examples:
-        if e["kind"] != "qa" or e["split"] != split or (types is not None and e["type"] not in types):
+        if (e["kind"] != "qa" or e["split"] != split or (types is not None and e["type"] not in types)
+                or bool(e.get("heldout")) != heldout):  # fmt: skip
             continue
         if per_type <= 0 or seen[e["type"]] < per_type:
             out.append(e)
@@ -73,12 +82,26 @@ def _score(items: list[dict[str, Any]], replies: list[str]) -> dict[str, Any]:
     return acc
 
 
-def chance(items: list[dict[str, Any]]) -> dict[str, float]:
-    """Per type, the rate of the most common answer (what always giving that answer scores)."""
-    by_type: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+def chance(items: list[dict[str, Any]], choices: bool = False) -> dict[str, float]:
+    """Per type, the rate of the most common answer (what always giving that answer scores); ``choices``: the
+    most common answer among the questions that name the same choices (:func:`named_choices`), group by group."""
+    answers: dict[str, set[str]] = collections.defaultdict(set)
     for e in items:
-        by_type[e["type"]][e["answer"]] += 1
-    return {t: max(c.values()) / sum(c.values()) for t, c in by_type.items()}
+        answers[e["type"]].add(e["answer"])
+    groups: dict[str, dict[frozenset, collections.Counter]] = collections.defaultdict(
+        lambda: collections.defaultdict(collections.Counter))
+    for e in items:
+        key = named_choices(e["question"], answers[e["type"]]) if choices else frozenset()
+        groups[e["type"]][key][e["answer"]] += 1
+    return {t: sum(max(c.values()) for c in g.values()) / sum(sum(c.values()) for c in g.values())
+            for t, g in groups.items()}  # fmt: skip
+
+
+def named_choices(question: str, answers: set[str]) -> frozenset[str]:
+    """The answers a question names as its choices ("... on the left or the right?": left, right), when it names
+    two or more of them; else none."""
+    named = frozenset(w for w in re.findall(r"[a-z]+", question.lower()) if w in answers)
+    return named if len(named) > 1 else frozenset()
 
 
 def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int = 40, batch_size: int = 16,
@@ -99,8 +122,7 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
         raise ValueError(f"{dataset}: no qa examples in split {split!r}" + (f" of types {list(types)}" if types else ""))
     scene_items = [e for e in items if e["type"] in SCENE_TYPES]
     sound_items = [e for e in items if e["type"] in ("sound", "cross")]
-    held = [e for e in examples if e["kind"] == "qa" and e["split"] == split and e.get("heldout")
-            and (types is None or e["type"] in types)][: max(per_type, 1) * 2]  # fmt: skip
+    held = pick(examples, split, 0, types, heldout=True)[: max(per_type, 1) * 2]
     feats = Features(dataset, model)
     images, clips = media_paths(items + held)
     feats.ensure(images, clips)
@@ -128,7 +150,8 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
     if "heldout_combinations" in wanted and held:
         runs["heldout_combinations"] = (held, [qa_record(e) for e in held])
     report: dict[str, Any] = {"split": split, "dataset": str(dataset), "counts": dict(collections.Counter(e["type"] for e in items)),
-                              "chance": chance(items), "accuracy": {}, "examples": []}  # fmt: skip
+                              "chance": chance(items), "chance_choices": chance(items, choices=True), "accuracy": {},
+                              "examples": []}  # fmt: skip
     with torch.no_grad():
         for name, (its, records) in runs.items():
             replies = _answer(model, feats, records, batch_size)
