@@ -405,6 +405,18 @@ def test_eval_keeps_heldout_combinations_apart_and_chance_reads_named_choices():
     assert chance(items, choices=True)["colour"] == chance(items)["colour"] == 1.0
 
 
+def test_other_image_truth_is_perfect_on_the_right_scene_and_not_on_another(dataset):
+    from auralm.recipes.chat.data import read_examples
+    from auralm.recipes.chat.evaluate import SCENE_TYPES, other_image_truth, pick
+
+    items = [e for e in pick(read_examples(dataset), "test", 0) if e["type"] in SCENE_TYPES]
+    scenes = list(dict.fromkeys(e["scene"] for e in items))
+    # reading the right picture perfectly answers every question: the stored answers are the scene's truth
+    assert other_image_truth(dataset, items, {s: s for s in scenes}) == {t: 1.0 for t in {e["type"] for e in items}}
+    shifted = other_image_truth(dataset, items, {s: scenes[(i + 1) % len(scenes)] for i, s in enumerate(scenes)})
+    assert shifted["colour"] < 1.0 and all(0.0 <= v <= 1.0 for v in shifted.values())
+
+
 def test_eval_asks_only_the_named_types_and_conditions(dataset):
     from auralm.recipes.chat.data import read_examples
     from auralm.recipes.chat.evaluate import evaluate, pick

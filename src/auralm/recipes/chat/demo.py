@@ -81,15 +81,17 @@ def _report(metrics: dict[str, Any]) -> str:
     lines = ["# auralm chat demo", "", f"Held-out test scenes (`{ev['split']}`), exact match, questions about the training "
              "vocabulary (those involving a held-out colour-shape combination are the `heldout_combinations` row alone); "
              "chance = the most common answer's rate; chance (choices) = the best guess among the choices a question names "
-             "(position: two of four). `spoken`: the question spoken by a training voice (the scene is new); "
+             "(position: two of four); the other scene's truth = what answering truthfully about the picture of the `other_image` "
+             "row scores. `spoken`: the question spoken by a training voice (the scene is new); "
              "`spoken_new_voice`: by a voice never heard in training.", "",
              "| condition | " + " | ".join(types) + " | overall |", "|---|" + "---|" * (len(types) + 1)]  # fmt: skip
     for c in conds:
         row = ev["accuracy"][c]
         lines.append(f"| {c} | " + " | ".join(f"{row[t]:.3f}" if t in row else "" for t in types) + f" | {row['overall']:.3f} |")
     lines.append("| chance | " + " | ".join(f"{ev['chance'][t]:.3f}" for t in types) + " | |")
-    if "chance_choices" in ev:
-        lines.append("| chance (choices) | " + " | ".join(f"{ev['chance_choices'][t]:.3f}" for t in types) + " | |")
+    lines.append("| chance (choices) | " + " | ".join(f"{ev['chance_choices'][t]:.3f}" for t in types) + " | |")
+    truth = ev["other_image_truth"]
+    lines.append("| the other scene's truth | " + " | ".join(f"{truth[t]:.3f}" if t in truth else "" for t in types) + " | |")
     lines.append("| n | " + " | ".join(str(ev["counts"][t]) for t in types) + " | |")
     lines += ["", f"Held-out colour-shape combinations: {ev['counts'].get('heldout_combinations', 0)} questions.", "",
               "Minutes per step: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["minutes"].items()), "",

@@ -18,7 +18,11 @@ For the ``qa`` examples of a split (one question each, ``per_type`` of each type
 * ``chance_choices``: per type, what the best guess that reads the question scores: a question that names its
   choices ("Is the red circle on the left or the right?") is answered with the most common answer among the
   questions naming the same choices; others as ``chance``. It differs from ``chance`` for position only, whose
-  questions name two of four answers: the fair level for a model given another scene's picture.
+  questions name two of four answers: the fair level for a model given another scene's picture;
+* ``other_image_truth``: per picture type, what answering every question truthfully about the picture the
+  ``other_image`` condition gives (another scene's) scores: a model that reads that picture perfectly. A
+  question whose named shape is not in it counts as missed. Where the scenes' answers agree more often than
+  the majority answer's rate (yes/no questions about common shapes), it lies above ``chance``.
 
 The report holds, per condition, ``{type: accuracy}`` plus ``overall``, the counts, and a few examples.
 """
@@ -97,6 +101,25 @@ def chance(items: list[dict[str, Any]], choices: bool = False) -> dict[str, floa
             for t, g in groups.items()}  # fmt: skip
 
 
+def other_image_truth(dataset: str | Path, items: list[dict[str, Any]], other: dict[str, str]) -> dict[str, float]:
+    """Per picture type, the rate at which the truth about scene ``other[scene]`` answers each question about its
+    own scene (what reading the wrong picture perfectly scores; a named shape absent there: missed)."""
+    from auralm.data.scene_words import answer
+    from auralm.data.scenes import read_scenes
+
+    scenes = {s["id"]: s for s in read_scenes(Path(dataset) / "scenes")}
+    query = {(s["id"], q["type"], q["question"]): q["query"] for s in scenes.values() for q in s["qa"]}
+    hits: dict[str, list[bool]] = collections.defaultdict(list)
+    for e in items:
+        q = query.get((e["scene"], e["type"], e["question"]))
+        try:
+            truth = answer(scenes[other[e["scene"]]]["objects"], e["type"], q) if q is not None else None
+        except ValueError:  # the shape the question names is not in that picture (or not once)
+            truth = None
+        hits[e["type"]].append(truth == e["answer"])
+    return {t: sum(v) / len(v) for t, v in hits.items()}
+
+
 def named_choices(question: str, answers: set[str]) -> frozenset[str]:
     """The answers a question names as its choices ("... on the left or the right?": left, right), when it names
     two or more of them; else none."""
@@ -128,7 +151,8 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
     feats.ensure(images, clips)
     scenes = list(dict.fromkeys(e["scene"] for e in items))
     image_of = {e["scene"]: e["image"] for e in items}
-    other = {s: image_of[scenes[(i + 1) % len(scenes)]] for i, s in enumerate(scenes)}
+    other_scene = {s: scenes[(i + 1) % len(scenes)] for i, s in enumerate(scenes)}
+    other = {s: image_of[other_scene[s]] for s in scenes}
     n_sound = len(sound_items)
     wanted = conditions or CONDITIONS
     runs: dict[str, tuple[list[dict], list[dict]]] = {}
@@ -150,7 +174,8 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
     if "heldout_combinations" in wanted and held:
         runs["heldout_combinations"] = (held, [qa_record(e) for e in held])
     report: dict[str, Any] = {"split": split, "dataset": str(dataset), "counts": dict(collections.Counter(e["type"] for e in items)),
-                              "chance": chance(items), "chance_choices": chance(items, choices=True), "accuracy": {},
+                              "chance": chance(items), "chance_choices": chance(items, choices=True),
+                              "other_image_truth": other_image_truth(dataset, scene_items, other_scene), "accuracy": {},
                               "examples": []}  # fmt: skip
     with torch.no_grad():
         for name, (its, records) in runs.items():
