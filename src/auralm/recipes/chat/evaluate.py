@@ -12,7 +12,7 @@ For the ``qa`` examples of a split (one question each, ``per_type`` of each type
 * ``sound`` / ``cross`` types (the number-word clip): with the right clip, and with another example's clip
   (``shuffled_sound``);
 * ``heldout_combinations``: questions whose answer involves a colour-shape combination never seen in
-  training, typed, real picture. They are kept apart: no other condition asks them, so every other row
+  training, typed, real picture (the first ``2 * per_type``; all with ``per_type`` 0). They are kept apart: no other condition asks them, so every other row
   measures questions about the training vocabulary on scenes never seen;
 * ``chance``: per type, the rate of the most common answer among the questions asked;
 * ``chance_choices``: per type, what the best guess that reads the question scores: a question that names its
@@ -145,7 +145,8 @@ def evaluate(pipe: Any, dataset: str | Path, split: str = "test", per_type: int 
         raise ValueError(f"{dataset}: no qa examples in split {split!r}" + (f" of types {list(types)}" if types else ""))
     scene_items = [e for e in items if e["type"] in SCENE_TYPES]
     sound_items = [e for e in items if e["type"] in ("sound", "cross")]
-    held = pick(examples, split, 0, types, heldout=True)[: max(per_type, 1) * 2]
+    held = pick(examples, split, 0, types, heldout=True)
+    held = held[: per_type * 2] if per_type > 0 else held  # per_type 0: every one
     feats = Features(dataset, model)
     images, clips = media_paths(items + held)
     feats.ensure(images, clips)
