@@ -12,8 +12,8 @@ For the ``qa`` examples of a split (one question each, ``per_type`` of each type
 * ``sound`` / ``cross`` types (the number-word clip): with the right clip, and with another example's clip
   (``shuffled_sound``);
 * ``heldout_combinations``: questions whose answer involves a colour-shape combination never seen in
-  training, typed, real picture (the first ``2 * per_type``; all with ``per_type`` 0). They are kept apart: no other condition asks them, so every other row
-  measures questions about the training vocabulary on scenes never seen;
+  training, typed, real picture (the first ``2 * per_type``; all with ``per_type`` 0). They are kept apart: no
+  other condition asks them, so every other row measures the training vocabulary on scenes never seen;
 * ``chance``: per type, the rate of the most common answer among the questions asked;
 * ``chance_choices``: per type, what the best guess that reads the question scores: a question that names its
   choices ("Is the red circle on the left or the right?") is answered with the most common answer among the
