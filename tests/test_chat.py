@@ -330,6 +330,20 @@ def test_demo_generate_load_and_export_through_the_cli(tmp_path):
     assert (exported / "projectors.safetensors").is_file()
 
 
+def test_the_demo_report_says_loudly_when_a_stage_was_cut():
+    from auralm.recipes.chat.demo import _report
+
+    acc = {"typed": {"colour": 0.9, "overall": 0.9}}
+    ev = {"split": "test", "types": ["colour"], "accuracy": acc, "chance": {"colour": 0.2}, "chance_choices": {"colour": 0.2},
+          "other_image_truth": {"colour": 0.1}, "counts": {"colour": 30}, "examples": []}  # fmt: skip
+    stages = {"stage1": {"stopped_by": "max_steps", "steps_done": 800, "steps_planned": 800},
+              "stage2": {"stopped_by": "max_minutes", "steps_done": 79, "steps_planned": 110}}  # fmt: skip
+    text = _report({"eval": ev, "stages": stages, "minutes": {"total": 30.5}})
+    assert "WARNING: stage2 was cut by its time guard at step 79 of 110" in text and "stage1 was cut" not in text
+    stages["stage2"] = stages["stage1"]
+    assert "WARNING" not in _report({"eval": ev, "stages": stages, "minutes": {"total": 26.0}})
+
+
 def test_replies_are_compared_by_their_first_word_or_the_word_after_their_working():
     from auralm.recipes.chat.data import normalise
 

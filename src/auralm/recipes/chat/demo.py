@@ -85,6 +85,8 @@ def _report(metrics: dict[str, Any]) -> str:
              "row scores. `spoken`: the question spoken by a training voice (the scene is new); "
              "`spoken_new_voice`: by a voice never heard in training.", "",
              "| condition | " + " | ".join(types) + " | overall |", "|---|" + "---|" * (len(types) + 1)]  # fmt: skip
+    if cut := _cut_stages(metrics):
+        lines[2:2] = [f"**WARNING: {c}; these are not the recipe's figures.**" for c in cut] + [""]
     for c in conds:
         row = ev["accuracy"][c]
         lines.append(f"| {c} | " + " | ".join(f"{row[t]:.3f}" if t in row else "" for t in types) + f" | {row['overall']:.3f} |")
@@ -98,6 +100,12 @@ def _report(metrics: dict[str, Any]) -> str:
               "![examples](examples.png)", "", "| question | expected | reply |", "|---|---|---|"]  # fmt: skip
     lines += [f"| {e['question']} | {e['answer']} | {e['reply']} |" for e in ev["examples"]]
     return "\n".join(lines) + "\n"
+
+
+def _cut_stages(metrics: dict[str, Any]) -> list[str]:
+    """A line for each stage its time guard stopped before its last step."""
+    return [f"{name} was cut by its time guard at step {m.get('steps_done')} of {m.get('steps_planned')}"
+            for name, m in metrics.get("stages", {}).items() if m.get("stopped_by") == "max_minutes"]  # fmt: skip
 
 
 def _within_budget(stage: Any, left: float) -> Any:
@@ -166,4 +174,6 @@ def run_demo(out: str | None = None, preset: str = "chat-demo", overrides: list[
     _log(f"typed {acc['typed']['overall']:.3f}, spoken {acc.get('spoken', {}).get('overall', float('nan')):.3f}, "
          f"other image {acc.get('other_image', {}).get('overall', float('nan')):.3f} in {minutes['total']:.1f} min; "
          f"wrote {root / 'report.md'}")  # fmt: skip
+    for line in _cut_stages(metrics):
+        _log(f"WARNING: {line}: the figures above are not the recipe's (the machine was too slow for the budget)")
     return metrics
