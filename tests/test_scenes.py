@@ -311,3 +311,18 @@ def test_read_scenes_names_bad_lines(tmp_path):
         scenes.read_scenes(tmp_path)
     with pytest.raises(ManifestError, match="no such file"):
         scenes.read_scenes(tmp_path / "nothing")
+
+
+def test_pictures_drawn_in_threads_are_the_files_drawn_one_at_a_time(tmp_path):
+    from auralm.data.scenes import SceneConfig, synth_scenes
+
+    def files(jobs: int) -> dict[str, bytes]:
+        out = tmp_path / f"jobs{jobs}"
+        synth_scenes(SceneConfig(out=str(out), n=12, image_size=64, jobs=jobs))
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
+                and p.name != "config.yaml"}  # fmt: skip
+
+    one, three = files(1), files(3)
+    assert len(one) == 13 and one == three  # 12 pictures + scenes.jsonl, byte for byte
+    with pytest.raises(ConfigError, match="jobs"):
+        SceneConfig(out=str(tmp_path), jobs=0)

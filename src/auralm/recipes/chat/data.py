@@ -82,7 +82,7 @@ class ChatSynthConfig(Config):
     numbers: list[str] = help_field(["one", "two", "three", "four"], "number words of the sound clips")
     cross_working: bool = help_field(True, "training replies to cross-modal questions name the two numbers before the "
                                            "answer ('I hear three and see two shapes: no.'); false: a bare yes/no")
-    jobs: int = help_field(2, "speech clips rendered at once")
+    jobs: int = help_field(2, "speech clips rendered and pictures drawn at once")
     pictures: int = help_field(0, "extra scenes drawn for the image CTC head alone (DIR/pictures: another seed; "
                                   "their training-split scenes with their canonical captions; no questions, no speech)")
 
@@ -277,7 +277,7 @@ def synth_chat(cfg: ChatSynthConfig) -> Path:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--out {root} exists and is not a folder")
     scfg = SceneConfig(out=str(root / "scenes"), n=cfg.scenes, seed=cfg.seed, image_size=cfg.image_size,
-                       heldout=list(cfg.heldout), conversations=cfg.conversations)  # fmt: skip
+                       heldout=list(cfg.heldout), conversations=cfg.conversations, jobs=cfg.jobs)  # fmt: skip
     synth_scenes(scfg)
     if cfg.pictures:  # the same vocabulary and held-out combinations, another seed: new pictures, never test scenes
         synth_scenes(scfg.replace(out=str(root / "pictures"), n=cfg.pictures, seed=cfg.seed + 1, conversations=0))
