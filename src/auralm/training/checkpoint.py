@@ -198,3 +198,11 @@ def stop_record(ckpt: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise AuralmError(f"{ckpt}: cannot read metrics.json ({exc})") from None
     return {k: metrics.get(k) for k in ("stopped_by", "steps_done", "steps_planned")}
+
+
+def guard_cut(name: str, record: dict[str, Any]) -> str | None:
+    """``"NAME was cut by its time guard at step N of M"`` when the run of ``record`` (:func:`stop_record`, or a
+    checkpoint's whole metrics) stopped on ``max_minutes`` before its last step; None when it ran its steps."""
+    if record.get("stopped_by") != "max_minutes":
+        return None
+    return f"{name} was cut by its time guard at step {record.get('steps_done')} of {record.get('steps_planned')}"

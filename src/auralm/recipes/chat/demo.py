@@ -104,8 +104,9 @@ def _report(metrics: dict[str, Any]) -> str:
 
 def _cut_stages(metrics: dict[str, Any]) -> list[str]:
     """A line for each stage its time guard stopped before its last step."""
-    return [f"{name} was cut by its time guard at step {m.get('steps_done')} of {m.get('steps_planned')}"
-            for name, m in metrics.get("stages", {}).items() if m.get("stopped_by") == "max_minutes"]  # fmt: skip
+    from auralm.training.checkpoint import guard_cut
+
+    return [cut for name, m in metrics.get("stages", {}).items() if (cut := guard_cut(name, m))]
 
 
 def _within_budget(stage: Any, left: float) -> Any:

@@ -40,7 +40,7 @@ import numpy as np
 from auralm.core.config import Config, help_field, save_config
 from auralm.core.errors import AuralmError
 from auralm.core.io import atomic_write_json, atomic_write_text
-from auralm.training.checkpoint import stop_record
+from auralm.training.checkpoint import guard_cut, stop_record
 
 
 @dataclasses.dataclass
@@ -339,9 +339,8 @@ def run(cfg: DemoConfig) -> dict:
         done = stop_record(ckpt)  # the engine's stopped_by, steps_done, steps_planned
         stages[f"stage{i}"] = {"preset": cfg.stage1_preset if i == 1 else cfg.stage2_preset, "checkpoint": str(ckpt),
                                "done_at_minute": round((time.perf_counter() - t0) / 60, 1), **done}
-        if done.get("stopped_by") == "max_minutes":
-            _log(f"WARNING: stage {i} was cut by its time guard at step {done.get('steps_done')} of "
-                 f"{done.get('steps_planned')}: this run is not the shipped recipe (see report.md)")
+        if cut := guard_cut(f"stage {i}", done):
+            _log(f"WARNING: {cut}: this run is not the shipped recipe (see report.md)")
     metrics["stages"] = stages
     # the checkpoint ships the decoding settings the report scores it with: auralm.load(), `auralm hear
     # generate|eval` and the server use them by default

@@ -173,7 +173,7 @@ def run(cfg: SoundDemoConfig) -> dict:
     from auralm.recipes.sound.train_gpt import TrainGPTConfig, load_token_model, train_gpt, vae_report
     from auralm.recipes.sound.train_tokenizer import TokenizerTrainConfig, train_tokenizer
     from auralm.recipes.sound.train_vocoder import VocoderTrainConfig, train_vocoder
-    from auralm.training.checkpoint import stop_record
+    from auralm.training.checkpoint import guard_cut, stop_record
     from auralm.training.config import merge_dicts
 
     out = Path(cfg.out)
@@ -237,9 +237,8 @@ def run(cfg: SoundDemoConfig) -> dict:
     for name, ckpt in (("tokenizer", tok_ckpt), ("vocoder", voc_dir), ("gpt", gpt_ckpt), ("vae_ae", ae), ("vae", vae),
                        ("vae_no_free_bits", nofb)):
         metrics["stages"][name] = stop_record(ckpt)  # a run is its steps; a cut by a time guard is said loudly
-        if metrics["stages"][name]["stopped_by"] == "max_minutes":
-            _log(f"WARNING: {name} was cut by its time guard at step {metrics['stages'][name]['steps_done']} of "
-                 f"{metrics['stages'][name]['steps_planned']}: this run is not the shipped recipe")
+        if cut := guard_cut(name, metrics["stages"][name]):
+            _log(f"WARNING: {cut}: this run is not the shipped recipe")
 
     _log("6/7 writing the bundle checkpoint")
     use_neural, metrics["vocoder_choice"] = choose_vocoder(Path(voc_dir))
