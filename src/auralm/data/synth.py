@@ -9,8 +9,8 @@ list), from ``--text FILE`` (its non-empty lines in order, one clip each, cyclin
 or from an embedded list when no source is installed. Each row's ``meta.text_source`` names its source.
 
 Options: ``flite_share`` (the share of clips spoken by flite voices, whatever the number of espeak-ng
-voices), :data:`WIDE_VOICES` (8 English espeak-ng accents x 20 variants + the 5 flite voices; ``--voices
-wide``), and augmentation of the ``augment_splits`` clips (each with its own probability and range,
+voices), the voice sets of :mod:`auralm.data.voices` (``--voices wide``: 8 English espeak-ng accents x 20
+variants + the 5 flite voices), and augmentation of the ``augment_splits`` clips (each with its own probability and range,
 drawn per clip from the seed): speed perturbation and reverberation through sox, white noise at a
 signal-to-noise ratio. The chosen values are in ``meta.augment``.
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as futures
 import dataclasses
-import fnmatch
 import hashlib
 import json
 import re
@@ -43,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -55,26 +53,22 @@ from auralm.core.progress import progress
 from auralm.data import text_sources
 from auralm.data.audio import audio_info, is_silent, resample, write_wav
 from auralm.data.manifest import Row, hash_unit, split_for_source, write_manifest
+from auralm.data.voices import (  # noqa: F401  (re-exported: the voice names were defined here)
+    DEFAULT_VOICES,
+    ENGINES,
+    FLITE_BASE_F0,
+    VOICE_SETS,
+    WIDE_ESPEAK_LANGS,
+    WIDE_ESPEAK_VARIANTS,
+    WIDE_VOICES,
+    available_voices,
+    match_voices,
+    qualify_voice,
+)
+from auralm.data.voices import warn as _warn
 
-ENGINES = ("espeak-ng", "flite")
 DEFAULT_N = 100
-DEFAULT_VOICES = [
-    "espeak-ng:en-us", "espeak-ng:en-us+f3", "espeak-ng:en-us+m3", "espeak-ng:en-gb", "espeak-ng:en-gb+f2",
-    "espeak-ng:en-gb-scotland", "espeak-ng:en-gb-scotland+f4", "espeak-ng:en-gb-x-rp", "espeak-ng:en-gb-x-rp+f1",
-    "espeak-ng:en-gb-x-gbclan+m2", "espeak-ng:en-029+f5", "espeak-ng:en-us-nyc+m5",
-    "flite:kal", "flite:kal16", "flite:awb", "flite:rms", "flite:slt",
-]  # fmt: skip
-# a wider set: 8 English accents x 20 voice variants of espeak-ng (no robot, whisper or croak variants), 5 flite voices
-WIDE_ESPEAK_LANGS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
-                     "en-us-nyc")  # fmt: skip
-WIDE_ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Andy", "Annie",
-                        "david", "ed", "linda", "max", "steph")  # fmt: skip
-WIDE_VOICES = [f"espeak-ng:{lang}{'+' + var if var else ''}" for lang in WIDE_ESPEAK_LANGS for var in WIDE_ESPEAK_VARIANTS] + [
-    "flite:kal", "flite:kal16", "flite:awb", "flite:rms", "flite:slt"]  # fmt: skip
-VOICE_SETS = {"default": DEFAULT_VOICES, "wide": WIDE_VOICES}
 AUGMENTS = ("speed", "reverb", "noise")
-# approximate natural mean F0 (Hz) of each flite voice; the pitch factor scales it
-FLITE_BASE_F0 = {"kal": 95.0, "kal16": 95.0, "awb": 120.0, "rms": 100.0, "slt": 165.0}
 CLIP_NAME = re.compile(r"^\d{6,}-[0-9a-f]{8}\.(wav|txt)$")
 
 
@@ -198,60 +192,8 @@ class ClipSpec:
         return f"{self.index:06d}-{self.key(cfg)}"
 
 
-def match_voices(name: str, voices: list[str]) -> list[str]:
-    """The voices ``name`` means: an exact ``engine:voice``, a bare voice name, or a shell pattern of either
-    (``espeak-ng:en-gb-x-gbcwmd*``, ``*+f3``)."""
-    return [v for v in voices if any(x == name or fnmatch.fnmatchcase(x, name) for x in (v, v.partition(":")[2]))]
-
-
 def _between(lo: float, hi: float, u: float) -> float:
     return lo + (hi - lo) * u
-
-
-@cache
-def _espeak_names() -> tuple[frozenset[str], frozenset[str]]:
-    """(English voice languages, variant names) that the installed espeak-ng lists."""
-    def listing(arg: str, column: int) -> list[str]:
-        out = subprocess.run(["espeak-ng", arg], capture_output=True, text=True, check=False).stdout
-        return [ln.split()[column] for ln in out.splitlines()[1:] if len(ln.split()) > column]
-
-    langs = frozenset(listing("--voices=en", 1))
-    variants = frozenset(f.split("/", 1)[1] for f in listing("--voices=variant", 4) if f.startswith("!v/"))
-    return langs, variants
-
-
-@cache
-def _flite_names() -> frozenset[str]:
-    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False).stdout
-    return frozenset(out.partition(":")[2].split())
-
-
-def available_voices(voices: list[str]) -> list[str]:
-    """The voices whose engine and voice are installed; warns about the rest, errors when none is left."""
-    have = {e: shutil.which(e) is not None for e in ENGINES}
-    if not any(have[v.partition(":")[0]] for v in voices):
-        raise ToolMissingError("synthetic speech needs espeak-ng or flite (apt-get install espeak-ng flite)")
-    for engine in ENGINES:
-        if not have[engine] and any(v.startswith(engine + ":") for v in voices):
-            _warn(f"{engine} is not installed; using only the other engine's voices")
-    kept = []
-    for v in voices:
-        engine, _, name = v.partition(":")
-        if not have[engine]:
-            continue
-        if engine == "espeak-ng":
-            langs, variants = _espeak_names()
-            base, _, variant = name.partition("+")
-            ok = base in langs and (not variant or variant in variants)
-        else:
-            ok = name in _flite_names() and name in FLITE_BASE_F0
-        if ok:
-            kept.append(v)
-        else:
-            _warn(f"voice {v} is not available here; skipping it")
-    if not kept:
-        raise ToolMissingError(f"none of the voices {voices} is installed")
-    return kept
 
 
 def load_sentences(cfg: SynthConfig) -> list[str]:
@@ -516,17 +458,6 @@ def _meta(s: ClipSpec, any_held: bool) -> dict:
     return meta
 
 
-def _warn(message: str) -> None:
-    print(f"auralm synth speech: warning: {message}", file=sys.stderr)
-
-
-def _qualify(voice: str) -> str:
-    """``slt`` -> ``flite:slt``, ``en-gb+f2`` -> ``espeak-ng:en-gb+f2``; full names pass through."""
-    if ":" in voice:
-        return voice
-    return f"flite:{voice}" if voice in FLITE_BASE_F0 else f"espeak-ng:{voice}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="auralm synth speech", description="Render a synthetic speech corpus "
                                 "with espeak-ng and flite (see docs/data.md).",
@@ -549,27 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_sources(text: str) -> dict[str, float]:
-    """``"fortunes:1,wordnet-examples:2"`` -> ``{"fortunes": 1.0, "wordnet-examples": 2.0}`` (weight 1 when left out)."""
-    out = {}
-    for item in comma_list(text):
-        name, _, weight = item.partition(":")
-        try:
-            out[name.strip()] = float(weight) if weight.strip() else 1.0
-        except ValueError:
-            raise ConfigError(f"--sources: {item!r} is not name or name:weight") from None
-    return out
-
-
 def cli(argv: list[str]) -> int:
     """Entry point of ``auralm synth speech``."""
     args = build_parser().parse_args(argv)
     data = {k: v for k, v in vars(args).items() if v is not None and k != "overrides"}
     for key in ("voices", "eval_voices"):
         if key in data:
-            data[key] = [_qualify(x) for v in comma_list(data[key]) for x in (VOICE_SETS.get(v, [v]) if key == "voices" else [v])]
+            data[key] = [qualify_voice(x) for v in comma_list(data[key]) for x in (VOICE_SETS.get(v, [v]) if key == "voices" else [v])]
     if "sources" in data:
-        data["sources"] = _parse_sources(data["sources"])
+        data["sources"] = text_sources.parse_weights(data["sources"])
     cfg = apply_overrides(SynthConfig.from_dict(data), args.overrides)
     synth_speech(cfg)
     return 0

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
+from auralm.core.config import comma_list
 from auralm.core.errors import ConfigError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
@@ -312,3 +313,15 @@ def text_file_lines(path: str | Path) -> list[str]:
     if not lines:
         raise ConfigError(f"text file {path} has no non-empty lines")
     return lines
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"fortunes:1,wordnet-examples:2"`` -> ``{"fortunes": 1.0, "wordnet-examples": 2.0}`` (weight 1 when left out)."""
+    out = {}
+    for item in comma_list(text):
+        name, _, weight = item.partition(":")
+        try:
+            out[name.strip()] = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            raise ConfigError(f"--sources: {item!r} is not name or name:weight") from None
+    return out
