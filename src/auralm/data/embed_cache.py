@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -42,9 +40,17 @@ from typing import Any
 
 from auralm.core.config import Config, apply_overrides, help_field, save_config
 from auralm.core.errors import AudioError, AuralmError, ConfigError
-from auralm.core.io import atomic_path, atomic_write_json
+from auralm.core.io import atomic_write_json
 from auralm.core.progress import progress
 from auralm.data.audio import audio_info, file_hash, load_audio
+from auralm.data.cache_store import (  # noqa: F401  (EmbeddingCache and cache_key are re-exported: defined here before)
+    EmbeddingCache,
+    WriterLock,
+    cache_key,
+    check_identity,
+    read_meta,
+    write_shard,
+)
 from auralm.data.manifest import Row, read_manifest
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -106,105 +112,6 @@ class EmbedReport:
         return text
 
 
-def cache_key(encoder: str, revision: str, audio_hash: str, start: float | None, end: float | None) -> str:
-    """The cache key of one clip (see the module docstring)."""
-    span = ":".join("" if x is None else f"{float(x):.6f}" for x in (start, end))
-    return hashlib.sha256(f"{encoder}@{revision}:{audio_hash}:{span}".encode()).hexdigest()
-
-
-class EmbeddingCache:
-    """Read access to a cache folder built by :func:`embed_manifest` for ``encoder_name@revision``."""
-
-    def __init__(self, root: str | Path, encoder_name: str, revision: str):
-        self.root = Path(root)
-        meta = _read_meta(self.root)
-        if meta is None:
-            raise AuralmError(f"{self.root} is not an embedding cache (no cache.json); build one with `auralm embed`")
-        if (meta.get("encoder"), meta.get("revision")) != (encoder_name, revision):
-            raise AuralmError(
-                f"{self.root} holds embeddings of {meta.get('encoder')}@{meta.get('revision')}, "
-                f"not {encoder_name}@{revision}"
-            )
-        self.meta = meta
-        self.encoder_name, self.revision = encoder_name, revision
-        self._where: dict[str, str] = {}
-        self._rows: dict[str, dict[str, Any]] = {}
-        self._handles: dict[str, Any] = {}
-        self._hashes: dict[Path, str] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Rescan the shards (the index first, then the headers of shards it does not list)."""
-        from safetensors import safe_open
-
-        listed = _read_json(self.root / "index.json") or {}
-        self._where.clear()
-        for shard in sorted((self.root / "shards").glob("*.safetensors")):
-            keys = listed.get(shard.name)
-            if keys is None:
-                with safe_open(str(shard), framework="pt") as fh:
-                    keys = list(json.loads((fh.metadata() or {}).get("auralm_rows", "{}")))
-            self._where.update(dict.fromkeys(keys, shard.name))
-
-    def shards(self) -> dict[str, list[str]]:
-        """Shard file name -> keys in it."""
-        out: dict[str, list[str]] = {}
-        for key, shard in self._where.items():
-            out.setdefault(shard, []).append(key)
-        return out
-
-    def key(self, audio_hash: str, start: float | None = None, end: float | None = None) -> str:
-        return cache_key(self.encoder_name, self.revision, audio_hash, start, end)
-
-    def file_key(self, path: str | Path) -> str:
-        """The key of a whole image or audio file (hashed once per path)."""
-        path = Path(path).resolve()
-        if path not in self._hashes:
-            self._hashes[path] = file_hash(path)
-        return self.key(self._hashes[path])
-
-    def row_key(self, row: Row) -> str:
-        path = row.audio_path().resolve()
-        if path not in self._hashes:
-            if not path.is_file():
-                raise AudioError(f"row {row.id!r}: audio file {path} does not exist")
-            self._hashes[path] = file_hash(path)
-        return self.key(self._hashes[path], row.start, row.end)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def lookup(self, key: str) -> Any:
-        """The cached ``(T, D)`` tensor of ``key``, or None."""
-        shard = self._where.get(key)
-        if shard is None:
-            return None
-        if shard not in self._handles:
-            from safetensors import safe_open
-
-            self._handles[shard] = safe_open(str(self.root / "shards" / shard), framework="pt")
-        return self._handles[shard].get_tensor(key)
-
-    def info(self, key: str) -> dict[str, Any] | None:
-        """The row facts stored with ``key`` (id, audio, start, end, samples, frames), or None."""
-        if key not in self._where:
-            return None
-        if key not in self._rows:
-            self.lookup(key)
-            self._rows.update(json.loads(self._handles[self._where[key]].metadata()["auralm_rows"]))
-        return self._rows[key]
-
-    def get(self, row: Row) -> Any:
-        """The cached states of a manifest row (hashes its audio file), or None."""
-        return self.lookup(self.row_key(row))
-
-
 @dataclasses.dataclass
 class _Clip:
     key: str
@@ -242,7 +149,7 @@ def embed_manifest(
     )
     root = Path(out_dir)
     identity = {"encoder": encoder.name, "revision": encoder.revision, "pad_to_30s": cfg.pad_to_30s, "dtype": dtype}
-    _check_identity(root, identity)
+    check_identity(root, identity)
     rows = read_manifest(manifest) if isinstance(manifest, (str, Path)) else list(manifest)
     report = EmbedReport(out_dir=str(root), rows=len(rows))
     clips = _plan(rows, encoder.name, encoder.revision, encoder.sample_rate, encoder.max_samples, report)
@@ -251,9 +158,9 @@ def embed_manifest(
     if not 0 <= rank < world:
         raise ConfigError(f"rank {rank} is not one of the {world} process(es)")
     barrier = barrier or (lambda: None)
-    with _Lock(root) if rank == 0 else contextlib.nullcontext():
+    with WriterLock(root) if rank == 0 else contextlib.nullcontext():
         if rank == 0:
-            if _read_meta(root) is None:
+            if read_meta(root) is None:
                 atomic_write_json(root / "cache.json", meta)
             save_config(cfg, root)
         barrier()  # process 0 holds the lock and the identity is on disk
@@ -280,7 +187,7 @@ def embed_manifest(
                 report.audio_seconds += len(wav) / encoder.sample_rate
             report.encoded += len(batch)
             if len(pending) >= shard_size or b == len(batches) - 1:
-                _write_shard(root, f"{number:05d}.safetensors", pending, pending_rows, index)
+                write_shard(root, f"{number:05d}.safetensors", pending, pending_rows, index)
                 number += world
                 report.shards_written += 1
                 pending, pending_rows = {}, {}
@@ -310,15 +217,15 @@ def embed_images(
 
     root = Path(out_dir)
     identity = {"encoder": encoder.name, "revision": encoder.revision, "pad_to_30s": False, "dtype": dtype}
-    _check_identity(root, identity)
+    check_identity(root, identity)
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise AuralmError(f"{len(missing)} image file(s) do not exist, nothing was encoded: {', '.join(missing[:5])}")
     keyed = {cache_key(encoder.name, encoder.revision, file_hash(Path(p).resolve()), None, None): Path(p) for p in paths}
     report = EmbedReport(out_dir=str(root), rows=len(paths), unique=len(keyed))
     meta = {"format": FORMAT, **identity, "dim": encoder.dim, "tokens": encoder.num_tokens, "kind": "image"}
-    with _Lock(root):
-        if _read_meta(root) is None:
+    with WriterLock(root):
+        if read_meta(root) is None:
             atomic_write_json(root / "cache.json", meta)
         cache = EmbeddingCache(root, encoder.name, encoder.revision)
         todo = sorted(k for k in keyed if k not in cache)
@@ -338,7 +245,7 @@ def embed_images(
                 rows[k] = {"image": str(keyed[k]), "frames": int(state.shape[0])}
             report.encoded += len(batch)
             if len(pending) >= shard_size or b == len(batches) - 1:
-                _write_shard(root, f"{number:05d}.safetensors", pending, rows, index)
+                write_shard(root, f"{number:05d}.safetensors", pending, rows, index)
                 number += 1
                 report.shards_written += 1
                 pending, rows = {}, {}
@@ -382,83 +289,6 @@ def _plan(
         shown = bad[:50] + ([f"... and {len(bad) - 50} more"] if len(bad) > 50 else [])
         raise AudioError(f"{len(bad)} bad row(s), nothing was encoded:\n  " + "\n  ".join(shown))
     return clips
-
-
-def _write_shard(root: Path, name: str, tensors: dict, rows: dict, index: dict[str, list[str]]) -> None:
-    """Write one shard atomically, then merge it into the index (under a file lock: processes share it)."""
-    import fcntl
-
-    from safetensors.torch import save_file
-
-    with atomic_path(root / "shards" / name) as tmp:
-        save_file(tensors, str(tmp), metadata={"auralm_rows": json.dumps(rows)})
-    index[name] = list(tensors)
-    with open(root / ".index.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
-        merged = _read_json(root / "index.json") or {}
-        merged.update(index)
-        atomic_write_json(root / "index.json", merged)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _read_meta(root: Path) -> dict[str, Any] | None:
-    return _read_json(root / "cache.json") if (root / "cache.json").is_file() else None
-
-
-def _check_identity(root: Path, identity: dict[str, Any]) -> None:
-    """Refuse a folder built with another encoder, revision, padding mode or storage dtype."""
-    meta = _read_meta(root)
-    if meta is None:
-        if (root / "shards").exists():
-            raise AuralmError(f"{root} has shards but no cache.json; it is not a cache this version can extend")
-        return
-    theirs = {k: meta.get(k) for k in identity}
-    if theirs != identity:
-        diff = ", ".join(f"{k}={theirs[k]!r} (this run: {identity[k]!r})" for k in identity if theirs[k] != identity[k])
-        raise AuralmError(f"{root} was built with {meta.get('encoder')}@{meta.get('revision')}: {diff}; "
-                          "caches are kept one encoder per folder, so pass another --out")
-
-
-class _Lock:
-    """``DIR/.lock`` holding the writer's pid; a lock left by a dead process is taken over."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".lock"
-
-    def __enter__(self) -> _Lock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = _read_json(self.path)
-                if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-                    raise AuralmError(f"another `auralm embed` (pid {pid}) is writing {self.path.parent}") from None
-                self.path.unlink(missing_ok=True)
-                continue
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            return self
-        raise AuralmError(f"cannot take the lock {self.path}")
-
-    def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cli(argv: list[str]) -> int:
@@ -508,10 +338,10 @@ def _check_early(root: Path, cfg: EmbedConfig) -> None:
     """Refuse a folder of another encoder or mode before loading any weights (revision is checked later)."""
     from auralm.components.encoders import resolve_name
 
-    meta = _read_meta(root)
+    meta = read_meta(root)
     name = resolve_name(cfg.encoder)[0]
     if meta is not None:
         theirs = (meta.get("encoder"), meta.get("pad_to_30s"), meta.get("dtype"))
         if theirs != (name, cfg.pad_to_30s, cfg.dtype):
-            _check_identity(root, {"encoder": name, "revision": meta.get("revision"),
+            check_identity(root, {"encoder": name, "revision": meta.get("revision"),
                                    "pad_to_30s": cfg.pad_to_30s, "dtype": cfg.dtype})
