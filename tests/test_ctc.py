@@ -140,3 +140,38 @@ def test_cosine_scoring_reads_directions_trains_and_saves_its_scale():
     assert last < 0.1 * first and float(ctc.log_scale.detach()) != pytest.approx(float(torch.tensor(16.0).log()))
     with pytest.raises(ConfigError, match="dot, cosine"):
         CTCHead(emb, (3, 5), scoring="angle")
+
+
+def test_nbest_scores_are_ctc_log_probs_best_first():
+    """flashlight-text's prefix beam search against torch's CTC loss: each hypothesis scores the log-probability
+    of its label sequence over every alignment, and the best of all label sequences (brute force) comes first."""
+    import itertools
+
+    from torch.nn import functional as F
+
+    ctc = head(vocab=(3, 5, 7))
+    torch.manual_seed(2)
+    audio = torch.randn(2, 5, 8) * 2
+    lengths = torch.tensor([5, 3])
+    found = ctc.nbest(audio, lengths, beam=400, per_frame=4)  # a beam that holds every prefix: exact
+    logp = ctc.log_probs(audio).detach()
+
+    def exact(b: int, ids: list[int]) -> float:
+        n = int(lengths[b])
+        if not ids:
+            return float(logp[b, :n, 3].sum())
+        classes = ctc.classes(ids)
+        return -float(F.ctc_loss(logp[b : b + 1, :n].transpose(0, 1), classes[None], torch.tensor([n]),
+                                 torch.tensor([len(classes)]), blank=3, reduction="sum"))  # fmt: skip
+
+    for b, n in enumerate(lengths.tolist()):
+        scores = [s for _, s in found[b]]
+        assert len(found[b]) > 3 and scores == sorted(scores, reverse=True)
+        assert len({tuple(ids) for ids, _ in found[b]}) == len(found[b])  # one entry per label sequence
+        for ids, score in found[b]:
+            assert score == pytest.approx(exact(b, ids), abs=1e-4)
+        every = [list(s) for k in range(n + 1) for s in itertools.product((3, 5, 7), repeat=k)]
+        best = max(every, key=lambda ids: exact(b, ids))
+        assert found[b][0][0] == best
+    with pytest.raises(ConfigError, match="beam"):
+        ctc.nbest(audio, lengths, beam=0)

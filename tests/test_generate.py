@@ -227,3 +227,36 @@ def test_smollm2_prefix_forward_and_generate_on_a_real_clip(tmp_path):
     assert torch.isfinite(out["loss"])
     text = model.generate({"wavs": [wav]}, GenerationConfig(max_new_tokens=8))
     assert len(text) == 1 and isinstance(text[0], str)
+
+
+def test_rescore_beam_picks_among_the_ctc_nbest_by_ctc_lm_and_length():
+    from auralm.components.generation import generate
+    from auralm.components.lm import sequence_logprobs
+
+    torch.manual_seed(0)
+    model = AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama", ctc_weight=1.0)).eval()
+    b = {"states": torch.randn(3, 12, 256, generator=torch.Generator().manual_seed(3)), "lengths": torch.tensor([12, 7, 9])}
+    beams = model.ctc.nbest(*model._audio(b), beam=6)
+
+    def text(ids: list[int]) -> str:
+        return model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    top = [text(hyps[0][0]) for hyps in beams]
+    assert model.generate(b, GenerationConfig(rescore_beam=6, rescore_weight=0, rescore_length_bonus=0)) == top
+    gen = GenerationConfig(rescore_beam=6, rescore_weight=3.0, rescore_length_bonus=0.5)
+    start = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else model.end_token_id
+    want = []
+    for hyps in beams:
+        lm = sequence_logprobs(model.lm, [ids for ids, _ in hyps], start)
+        scores = [ac + 3.0 * s + 0.5 * len(ids) for (ids, ac), s in zip(hyps, lm)]
+        want.append(text(hyps[scores.index(max(scores))][0]))
+    assert want != top  # the LM's prior changes the choice somewhere
+    streamed: dict[int, str] = {}
+    got = generate(model, b, gen, on_delta=lambda row, t: streamed.update({row: streamed.get(row, "") + t}))
+    assert got == want and model.generate(b, gen) == want
+    assert [streamed[i] for i in range(3)] == want
+    no_ctc = AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama"))
+    with pytest.raises(ConfigError, match="CTC head"):
+        no_ctc.generate(b, GenerationConfig(rescore_beam=2))
+    with pytest.raises(ConfigError, match="rescore_beam"):
+        GenerationConfig(rescore_beam=-1)

@@ -112,3 +112,34 @@ def test_inject_lora_trains_only_the_adapters_and_names_missing_targets():
         inject_lora(load_lm("tiny-gpt2")[0], LoraConfig(r=2, targets=["q_proj"]))
     with pytest.raises(ConfigError, match="r > 0"):
         inject_lora(lm, LoraConfig(r=0))
+
+
+def test_adapters_off_runs_the_base_lm_and_sequence_logprobs_sum_next_token_log_probs():
+    from torch import nn
+
+    from auralm.components.lm import LoraConfig, adapters_off, inject_lora, sequence_logprobs
+
+    lm, _ = load_lm("tiny-llama")
+    lm.eval()
+    ids = torch.tensor([[5, 9, 13, 2]])
+    base = lm(input_ids=ids).logits.detach()
+    with adapters_off(lm):  # no adapters yet: nothing changes
+        torch.testing.assert_close(lm(input_ids=ids).logits, base)
+    inject_lora(lm, LoraConfig(r=2))
+    for name, p in lm.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(p, std=0.5)  # as if trained (B starts at zero)
+    lm.eval()  # the adapters' dropout layers are new
+    grads = {n: p.requires_grad for n, p in lm.named_parameters()}
+    adapted = lm(input_ids=ids).logits.detach()
+    assert not torch.allclose(base, adapted)
+    with adapters_off(lm):
+        torch.testing.assert_close(lm(input_ids=ids).logits, base)
+    torch.testing.assert_close(lm(input_ids=ids).logits, adapted)  # back on afterwards
+    assert {n: p.requires_grad for n, p in lm.named_parameters()} == grads  # and as trainable as before
+
+    got = sequence_logprobs(lm, [[9, 13, 2], [7], []], start_id=5, batch_size=2)  # padded in batches of two
+    logp = adapted.log_softmax(-1)[0]
+    assert got[0] == pytest.approx(float(logp[0, 9] + logp[1, 13] + logp[2, 2]), abs=1e-4)
+    assert got[1] == pytest.approx(float(lm(input_ids=torch.tensor([[5]])).logits.detach().log_softmax(-1)[0, 0, 7]), abs=1e-4)
+    assert got[2] == 0.0

@@ -22,6 +22,9 @@ themselves (``CTCHead.pool``). ``log_scale`` (init log 16) is trained with the b
   dropped); with ``negatives = N > 0``, in training mode, a sampled softmax over the batch's target
   classes, the blank and N other classes drawn uniformly, log-corrected for the ones left out.
 * :meth:`CTCHead.greedy_decode`: argmax per frame, repeats collapsed, blanks dropped -> token ids.
+* :meth:`CTCHead.nbest`: the ``beam`` most likely label sequences and their log-probabilities (every
+  alignment summed), by flashlight-text's CTC prefix beam search with no language model; an LM rescores
+  them (the S1 recipe's ``rescore_beam`` decoding).
 * :meth:`CTCHead.compress`: the CTC compressor (Speech-LLaMA): blank frames dropped, runs of one class
   merged, each run fed as the posterior-weighted mixture of its ``top_k`` tokens' embeddings.
 * :meth:`CTCHead.pool`: the same runs, each fed as the mean of its own frames (the audio itself, no
@@ -37,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from auralm.core.errors import ConfigError
+from auralm.core.errors import ConfigError, ToolMissingError
 
 __all__ = ["CTCHead", "CTC_SCORING"]
 
@@ -152,6 +155,39 @@ class CTCHead(nn.Module):
         vocab, blank = self.vocab.tolist(), len(self.vocab)
         return [[vocab[c] for j, c in enumerate(row[:n]) if (j == 0 or c != row[j - 1]) and c != blank]
                 for row, n in zip(best, lengths.tolist())]
+
+    @torch.no_grad()
+    def nbest(self, audio: torch.Tensor, lengths: torch.Tensor, beam: int,
+              per_frame: int = 8) -> list[list[tuple[list[int], float]]]:
+        """Each item's ``beam`` best ``(token ids, log p)``, best first: a CTC prefix beam search (flashlight-text's
+        lexicon-free decoder, no LM; alignments of one label sequence summed) that extends each prefix by the
+        ``per_frame`` most likely classes of every frame."""
+        try:
+            from flashlight.lib.text.decoder import (
+                CriterionType,
+                LexiconFreeDecoder,
+                LexiconFreeDecoderOptions,
+                ZeroLM,
+            )
+        except ImportError:
+            raise ToolMissingError("CTC beam search needs flashlight-text (pip install flashlight-text)") from None
+        if beam < 1 or per_frame < 1:
+            raise ConfigError(f"need beam >= 1 and per_frame >= 1, got {beam} and {per_frame}")
+        logp = self.log_probs(audio).float().cpu().contiguous()  # B, T', K+1
+        blank = len(self.vocab)
+        options = LexiconFreeDecoderOptions(beam_size=beam, beam_size_token=min(per_frame, blank + 1),
+                                            beam_threshold=1e9, lm_weight=0.0, sil_score=0.0, log_add=True,
+                                            criterion_type=CriterionType.CTC)  # fmt: skip
+        decoder = LexiconFreeDecoder(options, ZeroLM(), blank, blank, [])  # the blank doubles as the silence
+        vocab, out = self.vocab.tolist(), []
+        for b, n in enumerate(lengths.tolist()):
+            item = logp[b, :n].contiguous()
+            found = []
+            for result in decoder.decode(item.data_ptr(), n, blank + 1):
+                labels = [t for j, t in enumerate(result.tokens) if t != blank and (j == 0 or t != result.tokens[j - 1])]
+                found.append(([vocab[c] for c in labels if 0 <= c < blank], float(result.score)))
+            out.append(found)
+        return out
 
     def _runs(self, logp: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For one item's ``logp (T', K+1)`` and length n: the kept frames' mask ``(n,)`` (best class not the

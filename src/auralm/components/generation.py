@@ -16,6 +16,10 @@ ranked by ``sum(log p) / length ** length_penalty``: transformers' beam search) 
 model with ``build_inputs(batch, answers=False, left_pad=True)``, ``audio_context(audio, lengths)``,
 ``lm``, ``tokenizer``, ``end_token_id`` and ``pad_token_id`` decodes here (S1's AudioLM, S2's captioner). Generation stops at the end token (``<|im_end|>`` or eos).
 
+``rescore_beam`` > 0 (S1 models with a CTC head) does not let the LM write: the model's ``ctc_rescore`` picks
+the best of the CTC head's N-best transcripts by ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus
+* tokens`` (the frozen LM's prior; shallow rescoring, as ASR systems use an external LM), streamed whole.
+
 Greedy decoding of a batch of the prefix family runs :func:`greedy_dropping_finished` instead of
 ``lm.generate``: the same tokens, but each row leaves the batch (and the KV cache) once it has ended, so
 a batch whose answers differ in length no longer runs every row to the longest one (a served batch of
@@ -62,6 +66,11 @@ class GenerationConfig(Config):
     max_new_per_audio: float = help_field(0.0, "cap each row's answer at this many tokens per audio position the "
                                                "LM reads, plus 8 (a transcript is about as long as its audio; "
                                                "0: no cap beyond max_new_tokens)")
+    rescore_beam: int = help_field(0, "models with a CTC head (S1): transcribe by rescoring the CTC head's this many "
+                                      "best transcripts with the frozen LM instead of letting the LM write; 0: off")
+    rescore_weight: float = help_field(0.3, "rescore_beam: the weight of the LM's log-prob beside the CTC's")
+    rescore_length_bonus: float = help_field(2.0, "rescore_beam: added per token of a transcript (the LM's log-prob "
+                                                  "falls with every token, so without it short transcripts win)")
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -75,6 +84,8 @@ class GenerationConfig(Config):
         if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
             raise ConfigError(f"need max_repeats 0 (off) or >= 2 and max_loop_period >= 1; got {self.max_repeats}, "
                               f"{self.max_loop_period}")
+        if self.rescore_beam < 0 or self.rescore_weight < 0:
+            raise ConfigError(f"need rescore_beam >= 0 and rescore_weight >= 0; got {self.rescore_beam}, {self.rescore_weight}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"need temperature > 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}")
 
@@ -256,6 +267,14 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
     import torch
 
     gen = gen or GenerationConfig()
+    if gen.rescore_beam:
+        if getattr(model, "ctc", None) is None or not hasattr(model, "ctc_rescore"):
+            raise ConfigError("rescore_beam needs a model with a CTC head (S1 with ctc_weight > 0); set rescore_beam=0")
+        with torch.no_grad():
+            texts = model.ctc_rescore(batch, gen)
+        for b, text in enumerate(texts if on_delta is not None else []):
+            on_delta(b, text)
+        return texts
     hf_cfg = hf_generation_config(gen, model.end_token_id, model.pad_token_id)
     streamer = None
     if on_delta is not None:

@@ -11,7 +11,9 @@ Public API::
     text_ids(tokenizer, text) -> list[int]                              # mid-sentence ids (CTC targets)
     decoder_layers(model) -> nn.ModuleList                              # the LM's decoder blocks, in order
     pad_ids(seqs, value, left) -> (B, L) long tensor                    # right (training) or left (generation) padding
+    sequence_logprobs(lm, seqs, start_id) -> list[float]                # log p of each id sequence after start_id
     LoraConfig, inject_lora(lm, lora)                                   # peft LoRA adapters, in place (lora.py)
+    adapters_off(lm)                                                    # a block where the LM runs as its frozen base
 
 The audio placeholder is added to the *tokenizer* as a special token but the LM's embedding matrix is
 **not** resized: its id may be >= the LM's vocabulary. :class:`auralm.recipes.hear.model.AudioLM` replaces placeholder
@@ -36,7 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from auralm.components.lm.lora import LoraConfig, check_quantize, inject_lora, merge_lora, quantize_lm
+from auralm.components.lm.lora import (
+    LoraConfig,
+    adapters_off,
+    check_quantize,
+    inject_lora,
+    merge_lora,
+    quantize_lm,
+)
 from auralm.core.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
@@ -44,6 +53,7 @@ __all__ = [
     "TINY_LMS",
     "LoraConfig",
     "PlaceholderError",
+    "adapters_off",
     "add_audio_token",
     "check_quantize",
     "build_example",
@@ -55,6 +65,7 @@ __all__ = [
     "merge_lora",
     "pad_ids",
     "quantize_lm",
+    "sequence_logprobs",
     "text_ids",
 ]
 
@@ -265,6 +276,22 @@ def build_example(
         ids += answer_ids
         labels += answer_ids
     return ids, labels
+
+
+@torch.no_grad()
+def sequence_logprobs(lm: nn.Module, seqs: list[list[int]], start_id: int, batch_size: int = 16) -> list[float]:
+    """The LM's log-probability of each token sequence, read after ``start_id`` (sum over its tokens; an empty
+    sequence scores 0)."""
+    out: list[float] = []
+    device = next(lm.parameters()).device
+    for i in range(0, len(seqs), batch_size):
+        chunk = [[start_id] + list(s) for s in seqs[i : i + batch_size]]
+        ids = pad_ids(chunk, start_id, left=False).to(device)  # b, L
+        mask = pad_ids([[1] * len(s) for s in chunk], 0, left=False).to(device)  # b, L
+        logp = lm(input_ids=ids, attention_mask=mask, use_cache=False).logits.float().log_softmax(-1)  # b, L, V
+        got = logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]  # b, L-1
+        out += got.sum(1).tolist()
+    return out
 
 
 def pad_ids(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:

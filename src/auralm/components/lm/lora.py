@@ -3,11 +3,14 @@
 ``quantize: nf4`` is QLoRA: the frozen base's linear layers become bitsandbytes 4-bit NF4 layers (CUDA
 only; :func:`check_quantize` says so clearly elsewhere). :func:`merge_lora` folds trained adapters back
 into plain linear layers (``auralm chat export`` writes the merged LM as an ordinary HF folder).
+:func:`adapters_off` runs the base LM for a while (the S1 recipe scores transcripts with the LM's own prior).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
@@ -56,6 +59,28 @@ def inject_lora(lm: nn.Module, lora: LoraConfig) -> None:
     inject_adapter_in_model(peft_cfg, lm)
     for name, p in lm.named_parameters():
         p.requires_grad_("lora_" in name)
+
+
+@contextlib.contextmanager
+def adapters_off(lm: nn.Module) -> Iterator[nn.Module]:
+    """Within the block ``lm`` computes as its frozen base: every injected LoRA adapter is switched off, then
+    back on (an LM without adapters is unchanged)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # no peft: no adapters were injected
+        yield lm
+        return
+    layers = [m for m in lm.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    grads = {p: p.requires_grad for m in layers for p in m.parameters()}  # peft's switch also sets these
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield lm
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+        for p, g in grads.items():
+            p.requires_grad_(g)
 
 
 def check_quantize(quantize: str, device: Any = None) -> None:

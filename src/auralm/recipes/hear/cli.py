@@ -56,6 +56,14 @@ def train_cli(argv: list[str]) -> int:
     return 0
 
 
+def _rescore_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rescore-beam", type=int,
+                        help="pick among the CTC head's this many best transcripts by the frozen LM's prior instead of "
+                             "letting the LM write (default: the checkpoint's generation_config.json, else 0: off)")
+    parser.add_argument("--rescore-weight", type=float, help="--rescore-beam: weight of the LM's log-prob")
+    parser.add_argument("--rescore-length-bonus", type=float, help="--rescore-beam: bonus per transcript token")
+
+
 def generate_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auralm hear generate", description="Transcribe or answer about audio.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (its latest)")
@@ -72,6 +80,7 @@ def generate_cli(argv: list[str]) -> int:
                         help="audio longer than the encoder takes: transcribe each chunk, or one context")
     parser.add_argument("--context-tokens", type=int, default=1500, help="audio-token budget of --long-audio context")
     parser.add_argument("--chunk-seconds", type=float, help="cut audio into chunks of at most this (default: encoder max)")
+    _rescore_flags(parser)
     args = parser.parse_args(argv)
 
     import torch
@@ -79,7 +88,9 @@ def generate_cli(argv: list[str]) -> int:
     from auralm.recipes.hear.pipeline import HearPipeline
 
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "temperature": args.temperature,
-             "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
+             "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
+             "rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
+             "rescore_length_bonus": args.rescore_length_bonus}
     gen = {k: v for k, v in given.items() if v is not None}  # over the checkpoint's own decoding settings
     with contextlib.redirect_stdout(sys.stderr):  # library chatter never reaches stdout
         torch.manual_seed(args.seed)
@@ -115,6 +126,7 @@ def eval_cli(argv: list[str]) -> int:
     parser.add_argument("--copy-bias", type=float,
                         help="logit bonus on the tokens the LM reads as audio (feed=ctc_soft checkpoints; default: "
                              "the checkpoint's generation_config.json, else 0: off)")
+    _rescore_flags(parser)
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit <= 0:
         raise ManifestError(f"--limit must be positive, got {args.limit}")
@@ -129,7 +141,9 @@ def eval_cli(argv: list[str]) -> int:
     # the checkpoint's own decoding settings (what its report scored), else greedy capped at 2 tokens per audio
     # position; flags given override them
     base = pipe.generation if pipe.generation_saved else GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)
-    given = {"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias, "max_new_tokens": args.max_new_tokens}
+    given = {"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias, "max_new_tokens": args.max_new_tokens,
+             "rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
+             "rescore_length_bonus": args.rescore_length_bonus}
     gen = GenerationConfig.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
     result = {"checkpoint": str(pipe.checkpoint_dir), "manifest": str(args.manifest),
               **evaluate(pipe, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,

@@ -68,6 +68,10 @@ class DemoConfig(Config):
                                                         "(empty: no stage 2)")
     copy_bias: float = help_field(2.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
                                        "(feed=ctc_soft; `auralm hear eval --copy-bias` gives the same)")
+    rescore_beam: int = help_field(16, "decoding of the final scoring: the frozen LM picks among the CTC head's this "
+                                       "many best transcripts (0: the LM writes the transcript; both are reported)")
+    rescore_weight: float = help_field(0.3, "rescore_beam: weight of the LM's log-prob (picked on validation clips)")
+    rescore_length_bonus: float = help_field(2.0, "rescore_beam: bonus per transcript token (picked with it)")
 
     def validate(self) -> None:
         from auralm.core.errors import ConfigError
@@ -276,6 +280,10 @@ def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
     return path
 
 
+def _decoding(gen: dict) -> str:
+    return f"the LM rescoring the CTC head's {gen['rescore_beam']} best" if gen.get("rescore_beam") else "greedy"
+
+
 def _report(out: Path, metrics: dict) -> None:
     ev, base = metrics["eval"], metrics["embed"]
     lines = [
@@ -285,28 +293,33 @@ def _report(out: Path, metrics: dict) -> None:
         (f"Encoder cache: real-time factor {base['real_time_factor']} for {base['encoder']} ({base['encoded']} clips encoded)."
          if base["encoded"] else f"Encoder cache: every clip was already cached for {base['encoder']}."), "",
         f"| on {ev['n']} held-out clips | WER | CER |", "|---|---|---|",
-        f"| this model (greedy) | {ev['wer']:.3f} | {ev['cer']:.3f} |",
+        f"| this model ({_decoding(ev.get('generation', {}))}) | {ev['wer']:.3f} | {ev['cer']:.3f} |",
         f"| same, audio of another row | {ev['wer_shuffled_audio']:.3f} | {ev['cer_shuffled_audio']:.3f} |",
     ]
+    if ev.get("lm_wer") is not None:
+        lines.append(f"| the LM writing the transcript itself (greedy) | {ev['lm_wer']:.3f} | {ev['lm_cer']:.3f} |")
     if ev.get("whisper_wer") is not None:
         lines.append(f"| Whisper tiny.en's own decoder | {ev['whisper_wer']:.3f} | {ev['whisper_cer']:.3f} |")
     if metrics.get("ctc_wer") is not None:
         lines.append(f"| the projector's own CTC decoding | {metrics['ctc_wer']:.3f} | - |")
     groups = ev.get("groups", {})
     if groups:
-        lines += ["", "| held-out clips by group | n | WER | shuffled audio | Whisper tiny.en | projector CTC |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| held-out clips by group | n | WER | shuffled audio | the LM writing | Whisper tiny.en | projector CTC |",
+                  "|---|---|---|---|---|---|---|"]
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         for name, g in groups.items():
             lines.append(f"| {name} | {g['n']} | {fmt(g['wer'])} | {fmt(g.get('wer_shuffled_audio'))} | "
-                         f"{fmt(g.get('whisper_wer'))} | {fmt(g.get('ctc_wer'))} |")
+                         f"{fmt(g.get('lm_wer'))} | {fmt(g.get('whisper_wer'))} | {fmt(g.get('ctc_wer'))} |")
     timing = metrics.get("timing", {})
     if timing.get("total"):
         lines += ["", "Minutes per step: " + ", ".join(f"{k} {v} ({100 * v / timing['total']:.0f} %)"
                                                       for k, v in timing.items() if k != "total")
                   + f"; total {timing['total']}."]
     gen = ev.get("generation", {})
-    lines += ["", f"Decoding: {gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
+    rescore = (f"the frozen LM rescoring the CTC head's {gen['rescore_beam']} best transcripts (log p_CTC + "
+               f"{gen.get('rescore_weight')} log p_LM + {gen.get('rescore_length_bonus')} per token); the LM writing: "
+               if gen.get("rescore_beam") else "")
+    lines += ["", f"Decoding: {rescore}{gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
               f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
               f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']}"
               "` (the checkpoint's generation_config.json holds these settings)."]
@@ -344,7 +357,10 @@ def run(cfg: DemoConfig) -> dict:
     metrics["stages"] = stages
     # the checkpoint ships the decoding settings the report scores it with: auralm.load(), `auralm hear
     # generate|eval` and the server use them by default
-    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias)
+    has_ctc = train_cfgs[-1].model.ctc_weight > 0  # rescoring reads the CTC head's N-best
+    gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias,
+                           rescore_beam=cfg.rescore_beam if has_ctc else 0, rescore_weight=cfg.rescore_weight,
+                           rescore_length_bonus=cfg.rescore_length_bonus)
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
         save_generation_config(tmp, gen)

@@ -6,6 +6,8 @@
 * ``wer_shuffled_audio`` / ``cer_shuffled_audio``: each row's audio replaced by another row's audio (a
   deterministic derangement: no row keeps its own), scored against the row's own text. A model that
   uses the audio gets far worse; one that ignores it scores the same;
+* ``lm_wer`` / ``lm_cer``, when the decoding rescores the CTC head's N-best (``--rescore-beam``): the same
+  clips transcribed by the LM itself (the same settings with ``rescore_beam`` 0), so both are reported;
 * ``whisper_wer`` / ``whisper_cer``: Whisper's own decoder on the same clips when the model's encoder is
   a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it);
 * ``groups``: the same figures per group of rows (:func:`row_groups`: ``text_source=NAME`` from the
@@ -104,6 +106,10 @@ def evaluate(pipeline: Any, manifest: str | Path | list[Row], split: str | None 
         result["cer_shuffled_audio"] = _score(refs, shuffled, cer)
     else:
         result["wer_shuffled_audio"] = result["cer_shuffled_audio"] = None
+    lm_hyps = None
+    if gen.rescore_beam:  # beside the rescored transcripts: what the LM writes itself, from the same audio
+        lm_hyps = pipeline.transcribe(wavs, prompt, gen.replace(rescore_beam=0), batch_size=batch_size, desc="eval LM")
+        result["lm_wer"], result["lm_cer"] = _score(refs, lm_hyps, wer), _score(refs, lm_hyps, cer)
     result["whisper_wer"] = result["whisper_cer"] = None
     whisper_hyps = None
     encoder = pipeline.model.frozen_parts()["encoder"]["name"]
@@ -121,6 +127,7 @@ def evaluate(pipeline: Any, manifest: str | Path | list[Row], split: str | None 
             result["whisper_model"] = encoder
     groups = row_groups(rows)
     if len(groups) > 1:
-        result["groups"] = group_scores(refs, groups, wer=hyps, wer_shuffled_audio=shuffled, whisper_wer=whisper_hyps)
+        result["groups"] = group_scores(refs, groups, wer=hyps, wer_shuffled_audio=shuffled, lm_wer=lm_hyps,
+                                        whisper_wer=whisper_hyps)
     result["hypotheses"] = {r.id: h for r, h in zip(rows, hyps)}
     return result

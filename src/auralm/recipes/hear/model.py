@@ -14,6 +14,9 @@
 
 ``AudioLM.forward(batch)`` takes ``{"states", "lengths"}`` (cached embeddings) or ``{"wavs"}`` plus
 ``"prompts"`` (optional, default ``config.prompt``) and ``"texts"`` (the answers). See docs/hear.md.
+
+Decoding (``auralm.components.generation``): the LM writes the transcript, or, with ``rescore_beam`` > 0,
+:meth:`AudioLM.ctc_rescore` picks among the CTC head's best transcripts by the frozen LM's prior.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from auralm.components.ctc import CTC_SCORING, CTCHead
 from auralm.components.encoders import AudioEncoder, build_audio_encoder
 from auralm.components.lm import (
     LoraConfig,
+    adapters_off,
     add_audio_token,
     build_example,
     decoder_layers,
     frozen_lm,
     inject_lora,
     pad_ids,
+    sequence_logprobs,
     text_ids,
 )
 from auralm.core.config import Config, help_field
@@ -308,6 +313,24 @@ class AudioLM(nn.Module):
         """The projector's own transcription: the CTC head's greedy token ids, detokenised."""
         rows = self._ctc().greedy_decode(*self._audio(batch))  # B lists of LM token ids
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in rows]
+
+    def ctc_rescore(self, batch: dict[str, Any], gen: Any) -> list[str]:
+        """``rescore_beam`` decoding: the CTC head's ``gen.rescore_beam`` best transcripts (:meth:`CTCHead.nbest`),
+        each scored ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus * tokens`` with the LM's own
+        prior (its adapters off: the frozen base LM reading the text alone), the best one detokenised."""
+        beams = self._ctc().nbest(*self._audio(batch), beam=gen.rescore_beam)
+        flat = [ids for hyps in beams for ids, _ in hyps]
+        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.end_token_id
+        with adapters_off(self.lm):
+            lm_scores = sequence_logprobs(self.lm, flat, start) if gen.rescore_weight else [0.0] * len(flat)
+        out, k = [], 0
+        for hyps in beams:
+            scores = [ac + gen.rescore_weight * lm_scores[k + j] + gen.rescore_length_bonus * len(ids)
+                      for j, (ids, ac) in enumerate(hyps)]  # fmt: skip
+            k += len(hyps)
+            best = hyps[max(range(len(hyps)), key=scores.__getitem__)][0] if hyps else []
+            out.append(self.tokenizer.decode(best, skip_special_tokens=True).strip())
+        return out
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], gen: Any = None) -> list[str]:
