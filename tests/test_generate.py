@@ -255,6 +255,11 @@ def test_rescore_beam_picks_among_the_ctc_nbest_by_ctc_lm_and_length():
     got = generate(model, b, gen, on_delta=lambda row, t: streamed.update({row: streamed.get(row, "") + t}))
     assert got == want and model.generate(b, gen) == want
     assert [streamed[i] for i in range(3)] == want
+    # another instruction is answered by the LM, the rows asking the model's own prompt are still rescored
+    asked = {**b, "prompts": [None, "What do you hear?", model.config.prompt]}
+    mixed = model.generate(asked, gen)
+    lm_answer = model.generate({**b, "prompts": ["What do you hear?"] * 3}, GenerationConfig())[1]
+    assert mixed == [want[0], lm_answer, want[2]]
     no_ctc = AudioLM(HearConfig(encoder="conv-tiny", lm="tiny-llama"))
     with pytest.raises(ConfigError, match="CTC head"):
         no_ctc.generate(b, GenerationConfig(rescore_beam=2))

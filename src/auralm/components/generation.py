@@ -16,9 +16,10 @@ ranked by ``sum(log p) / length ** length_penalty``: transformers' beam search) 
 model with ``build_inputs(batch, answers=False, left_pad=True)``, ``audio_context(audio, lengths)``,
 ``lm``, ``tokenizer``, ``end_token_id`` and ``pad_token_id`` decodes here (S1's AudioLM, S2's captioner). Generation stops at the end token (``<|im_end|>`` or eos).
 
-``rescore_beam`` > 0 (S1 models with a CTC head) does not let the LM write: the model's ``ctc_rescore`` picks
-the best of the CTC head's N-best transcripts by ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus
-* tokens`` (the frozen LM's prior; shallow rescoring, as ASR systems use an external LM), streamed whole.
+``rescore_beam`` > 0 (S1 models with a CTC head) does not let the LM write a transcript: for rows asking the
+model's own prompt (transcription), the model's ``ctc_rescore`` picks the best of the CTC head's N-best transcripts
+by ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus * tokens`` (the frozen LM's prior; shallow
+rescoring, as ASR systems use an external LM), streamed whole; rows with another instruction go to the LM.
 
 Greedy decoding of a batch of the prefix family runs :func:`greedy_dropping_finished` instead of
 ``lm.generate``: the same tokens, but each row leaves the batch (and the KV cache) once it has ended, so
@@ -259,6 +260,48 @@ def greedy_dropping_finished(lm: Any, x: dict[str, Any], gen: GenerationConfig, 
     return out
 
 
+def _rows(batch: dict[str, Any], idx: list[int]) -> dict[str, Any]:
+    """The rows ``idx`` of a batch (tensors and lists indexed alike; other values kept)."""
+    import torch
+
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[idx]
+        elif isinstance(v, (list, tuple)):
+            out[k] = [v[i] for i in idx]
+        else:
+            out[k] = v
+    return out
+
+
+def _rescored(model: Any, batch: dict[str, Any], gen: GenerationConfig,
+              on_delta: Callable[[int, str], None] | None) -> list[str]:
+    """``rescore_beam``: rows asking the model's own (transcription) prompt get the best of the CTC head's N-best
+    by the LM's prior; rows with another instruction are answered by the LM as usual."""
+    import torch
+
+    if getattr(model, "ctc", None) is None or not hasattr(model, "ctc_rescore"):
+        raise ConfigError("rescore_beam needs a model with a CTC head (S1 with ctc_weight > 0); set rescore_beam=0")
+    n = len(batch["lengths"]) if batch.get("lengths") is not None else len(batch["wavs"])
+    own_prompt = getattr(model.config, "prompt", None)
+    prompts = batch.get("prompts") or [None] * n
+    own = [i for i, p in enumerate(prompts) if p in (None, "", own_prompt)]
+    others = [i for i in range(n) if i not in set(own)]
+    texts: list[str] = [""] * n
+    if own:
+        with torch.no_grad():
+            for i, text in zip(own, model.ctc_rescore(_rows(batch, own) if others else batch, gen)):
+                texts[i] = text
+                if on_delta is not None:
+                    on_delta(i, text)
+    if others:
+        delta = None if on_delta is None else (lambda row, text: on_delta(others[row], text))
+        for i, text in zip(others, generate(model, _rows(batch, others), gen.replace(rescore_beam=0), delta)):
+            texts[i] = text
+    return texts
+
+
 def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = None,
              on_delta: Callable[[int, str], None] | None = None) -> list[str]:
     """One answer per item of ``batch`` (``states``+``lengths`` or ``wavs``, optional ``prompts``, optional
@@ -268,13 +311,7 @@ def generate(model: Any, batch: dict[str, Any], gen: GenerationConfig | None = N
 
     gen = gen or GenerationConfig()
     if gen.rescore_beam:
-        if getattr(model, "ctc", None) is None or not hasattr(model, "ctc_rescore"):
-            raise ConfigError("rescore_beam needs a model with a CTC head (S1 with ctc_weight > 0); set rescore_beam=0")
-        with torch.no_grad():
-            texts = model.ctc_rescore(batch, gen)
-        for b, text in enumerate(texts if on_delta is not None else []):
-            on_delta(b, text)
-        return texts
+        return _rescored(model, batch, gen, on_delta)
     hf_cfg = hf_generation_config(gen, model.end_token_id, model.pad_token_id)
     streamer = None
     if on_delta is not None:
