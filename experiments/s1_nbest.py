@@ -148,6 +148,9 @@ def main() -> int:
     result["valid rescored (best alpha, beta)"] = [best, round(scores[best], 4)]
     trefs = [it["ref"] for it in data["test"]]
     result["test rescored with them"] = round(wer(trefs, pick(data["test"], *best)), 4)
+    result["test WER around them (alpha, beta)"] = {
+        f"{al}, {be}": round(wer(trefs, pick(data["test"], al, be)), 4)
+        for al in (0.2, 0.3, 0.5) for be in (1.0, 2.0, 3.0)}
     print(json.dumps(result, indent=2))
     if a.out:
         with open(a.out, "w") as f:
