@@ -287,7 +287,7 @@ def _rescored(model: Any, batch: dict[str, Any], gen: GenerationConfig,
     own_prompt = getattr(model.config, "prompt", None)
     prompts = batch.get("prompts") or [None] * n
     own = [i for i, p in enumerate(prompts) if p in (None, "", own_prompt)]
-    others = [i for i in range(n) if i not in set(own)]
+    others = sorted(set(range(n)) - set(own))
     texts: list[str] = [""] * n
     if own:
         with torch.no_grad():
