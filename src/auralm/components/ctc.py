@@ -47,6 +47,11 @@ __all__ = ["CTCHead", "CTC_SCORING"]
 CTC_SCORING = ("dot", "cosine")
 
 
+def _collapse(frames: Sequence[int], blank: int) -> list[int]:
+    """A CTC frame sequence -> its labels: repeats merged, then blanks dropped."""
+    return [c for j, c in enumerate(frames) if (j == 0 or c != frames[j - 1]) and c != blank]
+
+
 class CTCHead(nn.Module):
     """CTC over ``embeddings.weight[vocab]`` (frozen, owned by the caller) and a learned blank (class K)."""
 
@@ -153,8 +158,7 @@ class CTCHead(nn.Module):
         """Each item's token ids: argmax per frame, repeats collapsed, blanks dropped."""
         best = self.log_probs(audio).argmax(-1).tolist()  # B, T'
         vocab, blank = self.vocab.tolist(), len(self.vocab)
-        return [[vocab[c] for j, c in enumerate(row[:n]) if (j == 0 or c != row[j - 1]) and c != blank]
-                for row, n in zip(best, lengths.tolist())]
+        return [[vocab[c] for c in _collapse(row[:n], blank)] for row, n in zip(best, lengths.tolist())]
 
     @torch.no_grad()
     def nbest(self, audio: torch.Tensor, lengths: torch.Tensor, beam: int,
@@ -184,8 +188,7 @@ class CTCHead(nn.Module):
             item = logp[b, :n].contiguous()
             found = []
             for result in decoder.decode(item.data_ptr(), n, blank + 1):
-                labels = [t for j, t in enumerate(result.tokens) if t != blank and (j == 0 or t != result.tokens[j - 1])]
-                found.append(([vocab[c] for c in labels if 0 <= c < blank], float(result.score)))
+                found.append(([vocab[c] for c in _collapse(result.tokens, blank) if c >= 0], float(result.score)))
             out.append(found)
         return out
 

@@ -64,6 +64,12 @@ def _rescore_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rescore-length-bonus", type=float, help="--rescore-beam: bonus per transcript token")
 
 
+def _rescore_given(args: argparse.Namespace) -> dict[str, float | None]:
+    """The ``GenerationConfig`` fields of :func:`_rescore_flags` (None where a flag was not given)."""
+    return {"rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
+            "rescore_length_bonus": args.rescore_length_bonus}
+
+
 def generate_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auralm hear generate", description="Transcribe or answer about audio.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder, or a run folder (its latest)")
@@ -88,9 +94,7 @@ def generate_cli(argv: list[str]) -> int:
     from auralm.recipes.hear.pipeline import HearPipeline
 
     given = {"strategy": args.strategy, "num_beams": args.num_beams, "temperature": args.temperature,
-             "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
-             "rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
-             "rescore_length_bonus": args.rescore_length_bonus}
+             "top_k": args.top_k, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, **_rescore_given(args)}
     gen = {k: v for k, v in given.items() if v is not None}  # over the checkpoint's own decoding settings
     with contextlib.redirect_stdout(sys.stderr):  # library chatter never reaches stdout
         torch.manual_seed(args.seed)
@@ -142,8 +146,7 @@ def eval_cli(argv: list[str]) -> int:
     # position; flags given override them
     base = pipe.generation if pipe.generation_saved else GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO)
     given = {"max_new_per_audio": args.max_new_per_audio, "copy_bias": args.copy_bias, "max_new_tokens": args.max_new_tokens,
-             "rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
-             "rescore_length_bonus": args.rescore_length_bonus}
+             **_rescore_given(args)}
     gen = GenerationConfig.from_dict({**base.to_dict(), **{k: v for k, v in given.items() if v is not None}})
     result = {"checkpoint": str(pipe.checkpoint_dir), "manifest": str(args.manifest),
               **evaluate(pipe, args.manifest, split, args.limit, gen, args.prompt, not args.no_whisper,
