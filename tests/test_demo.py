@@ -40,11 +40,13 @@ def test_tiny_demo_writes_checkpoint_metrics_report(tmp_path, capsys):
     saved = json.loads((out / "checkpoint" / "generation_config.json").read_text())
     assert saved == ev["generation"] and saved["copy_bias"] == 0.0 and saved["max_new_per_audio"] == 2.0
     assert saved["rescore_beam"] == 4 and ev["lm_wer"] is not None  # rescored, with the LM's own transcript beside
+    # the phone head's lexicon travels with the checkpoint: its N-best are the ones rescored
+    assert saved["rescore_head"] == "phones" and (out / "checkpoint" / "lexicon.json").is_file()
     pipe = auralm.load(out / "checkpoint")
     assert pipe.generation_saved and pipe.generation.to_dict() == saved
     report = (out / "report.md").read_text()
     assert report.startswith("# auralm demo report")
-    assert "| this model (the LM rescoring the CTC head's 4 best) |" in report
+    assert "| this model (the LM rescoring the phone head's 4 best) |" in report
     assert f"| the LM writing the transcript itself (greedy) | {ev['lm_wer']:.3f} |" in report
     # a run is defined by its steps: each stage records why it stopped, and the report says it
     for name, st in metrics["stages"].items():

@@ -51,12 +51,16 @@ def test_demo_stage_presets_are_stages_one_and_two_with_one_encoder(demo):
     assert (one.stage, two.stage) == (1, 2) and one.model.lora.r == 0 < two.model.lora.r
     assert one.model.encoder == two.model.encoder and one.model.connector == two.model.connector
     assert one.model.ctc_weight > 0 and one.model.lm_weight == 0 and two.model.feed == "ctc_soft"
+    # stage 2 builds stage 1's phone head (its weights and lexicon load into it); the demo rescores a head it has
+    phone = lambda m: (m.phone_weight, m.phone_hidden, m.phone_rnn_layers)  # noqa: E731
+    assert phone(one.model) == phone(two.model)
+    assert (one.model.phone_weight if cfg.rescore_head == "phones" else one.model.ctc_weight) > 0
 
 
 def test_demo_stage_lengths_are_the_measured_run():
     one, two = config_from_preset("hear-demo-stage1"), config_from_preset("hear-demo-stage2")
     assert (one.optim.max_steps, two.optim.max_steps) == (2000, 160)
-    assert (one.optim.max_minutes, two.optim.max_minutes) == (10.0, 11.0)  # guards, not the run's length
+    assert (one.optim.max_minutes, two.optim.max_minutes) == (15.0, 11.0)  # guards, not the run's length
     assert one.model.ctc_negatives == two.model.ctc_negatives == 2048 and two.optim.connector_lr_scale == 0
 
 

@@ -17,9 +17,11 @@ model with ``build_inputs(batch, answers=False, left_pad=True)``, ``audio_contex
 ``lm``, ``tokenizer``, ``end_token_id`` and ``pad_token_id`` decodes here (S1's AudioLM, S2's captioner). Generation stops at the end token (``<|im_end|>`` or eos).
 
 ``rescore_beam`` > 0 (S1 models with a CTC head) does not let the LM write a transcript: for rows asking the
-model's own prompt (transcription), the model's ``ctc_rescore`` picks the best of the CTC head's N-best transcripts
-by ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus * tokens`` (the frozen LM's prior; shallow
+model's own prompt (transcription), the model's ``rescore`` picks the best of a head's N-best transcripts by
+``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus * length`` (the frozen LM's prior; N-best
 rescoring, as ASR systems use an external LM), streamed whole; rows with another instruction go to the LM.
+``rescore_head`` says whose N-best: the word CTC head's (``ctc``) or the phone head's through its lexicon
+(``phones``).
 
 Greedy decoding of a batch of the prefix family runs :func:`greedy_dropping_finished` instead of
 ``lm.generate``: the same tokens, but each row leaves the batch (and the KV cache) once it has ended, so
@@ -44,6 +46,7 @@ from auralm.core.config import Config, help_field
 from auralm.core.errors import ConfigError
 
 STRATEGIES = ("greedy", "beam", "sample")
+RESCORE_HEADS = ("ctc", "phones")
 
 
 @dataclasses.dataclass
@@ -70,8 +73,14 @@ class GenerationConfig(Config):
     rescore_beam: int = help_field(0, "models with a CTC head (S1): transcribe by rescoring the CTC head's this many "
                                       "best transcripts with the frozen LM instead of letting the LM write; 0: off")
     rescore_weight: float = help_field(0.3, "rescore_beam: the weight of the LM's log-prob beside the CTC's")
-    rescore_length_bonus: float = help_field(2.0, "rescore_beam: added per token of a transcript (the LM's log-prob "
-                                                  "falls with every token, so without it short transcripts win)")
+    rescore_length_bonus: float = help_field(2.0, "rescore_beam: added per token (ctc) or word (phones) of a transcript "
+                                                  "(the LM's log-prob falls with every token, so without it short "
+                                                  "transcripts win)")
+    rescore_head: str = help_field("ctc", "rescore_beam: whose N-best - ctc (the word CTC head over LM tokens) or phones "
+                                          "(the phone head through its pronouncing lexicon: words never heard in "
+                                          "training can be written)")
+    phone_prior_weight: float = help_field(0.5, "rescore_head=phones: weight of the lexicon words' unigram log-prob "
+                                                "inside the beam search")
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -85,8 +94,11 @@ class GenerationConfig(Config):
         if self.max_repeats < 0 or self.max_loop_period < 1 or self.max_repeats == 1:
             raise ConfigError(f"need max_repeats 0 (off) or >= 2 and max_loop_period >= 1; got {self.max_repeats}, "
                               f"{self.max_loop_period}")
-        if self.rescore_beam < 0 or self.rescore_weight < 0:
-            raise ConfigError(f"need rescore_beam >= 0 and rescore_weight >= 0; got {self.rescore_beam}, {self.rescore_weight}")
+        if self.rescore_head not in RESCORE_HEADS:
+            raise ConfigError(f"rescore_head must be one of {', '.join(RESCORE_HEADS)}, got {self.rescore_head!r}")
+        if self.rescore_beam < 0 or self.rescore_weight < 0 or self.phone_prior_weight < 0:
+            raise ConfigError(f"need rescore_beam, rescore_weight and phone_prior_weight >= 0; got {self.rescore_beam}, "
+                              f"{self.rescore_weight}, {self.phone_prior_weight}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"need temperature > 0 and 0 < top_p <= 1; got {self.temperature}, {self.top_p}")
 
@@ -281,8 +293,10 @@ def _rescored(model: Any, batch: dict[str, Any], gen: GenerationConfig,
     by the LM's prior; rows with another instruction are answered by the LM as usual."""
     import torch
 
-    if getattr(model, "ctc", None) is None or not hasattr(model, "ctc_rescore"):
-        raise ConfigError("rescore_beam needs a model with a CTC head (S1 with ctc_weight > 0); set rescore_beam=0")
+    head = "phones" if gen.rescore_head == "phones" else "ctc"
+    if getattr(model, head, None) is None or not hasattr(model, "rescore"):
+        what = "a phone head (S1 with phone_weight > 0)" if head == "phones" else "a CTC head (S1 with ctc_weight > 0)"
+        raise ConfigError(f"rescore_beam with rescore_head={gen.rescore_head} needs a model with {what}; set rescore_beam=0")
     n = len(batch["lengths"]) if batch.get("lengths") is not None else len(batch["wavs"])
     own_prompt = getattr(model.config, "prompt", None)
     prompts = batch.get("prompts") or [None] * n
@@ -291,7 +305,7 @@ def _rescored(model: Any, batch: dict[str, Any], gen: GenerationConfig,
     texts: list[str] = [""] * n
     if own:
         with torch.no_grad():
-            for i, text in zip(own, model.ctc_rescore(_rows(batch, own) if others else batch, gen)):
+            for i, text in zip(own, model.rescore(_rows(batch, own) if others else batch, gen)):
                 texts[i] = text
                 if on_delta is not None:
                     on_delta(i, text)

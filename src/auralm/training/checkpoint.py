@@ -147,12 +147,15 @@ def copy_trained(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], s
 
 
 def save_trainable(model: Any, folder: Path) -> None:
-    """``trainable.safetensors`` (what trained) and ``frozen_parts.json`` (name + revision of the frozen parts)."""
+    """``trainable.safetensors`` (what trained), ``frozen_parts.json`` (name + revision of the frozen parts) and
+    the JSON files of the model's ``extra_files()``, when it has one (read back by its ``load_extra_files(folder)``)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.trainable_state_dict().items()}
     save_file(tensors, str(folder / "trainable.safetensors"))
     atomic_write_json(folder / "frozen_parts.json", model.frozen_parts())
+    for name, data in (model.extra_files() if hasattr(model, "extra_files") else {}).items():
+        atomic_write_json(folder / name, data)  # what the weights mean beyond tensors (e.g. S1's phone lexicon)
 
 
 def check_frozen_parts(saved: dict[str, Any], current: dict[str, Any], where: str | Path) -> None:
@@ -184,6 +187,8 @@ def load_trainable(model: Any, ckpt: str | Path, strict: bool = True) -> None:
         raise AuralmError(f"{ckpt} has no trainable.safetensors: not a checkpoint of this kind of model")
     check_frozen_parts(read_frozen_parts(ckpt), model.frozen_parts(), ckpt)
     state = load_file(str(ckpt / "trainable.safetensors"))
+    if hasattr(model, "load_extra_files"):
+        model.load_extra_files(ckpt)
     try:
         model.load_trainable_state_dict(state, strict=strict)
     except (RuntimeError, KeyError, ValueError) as exc:

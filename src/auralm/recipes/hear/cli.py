@@ -58,16 +58,22 @@ def train_cli(argv: list[str]) -> int:
 
 def _rescore_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rescore-beam", type=int,
-                        help="pick among the CTC head's this many best transcripts by the frozen LM's prior instead of "
+                        help="pick among a head's this many best transcripts by the frozen LM's prior instead of "
                              "letting the LM write (default: the checkpoint's generation_config.json, else 0: off)")
     parser.add_argument("--rescore-weight", type=float, help="--rescore-beam: weight of the LM's log-prob")
-    parser.add_argument("--rescore-length-bonus", type=float, help="--rescore-beam: bonus per transcript token")
+    parser.add_argument("--rescore-length-bonus", type=float, help="--rescore-beam: bonus per transcript token or word")
+    parser.add_argument("--rescore-head", choices=["ctc", "phones"],
+                        help="--rescore-beam: the N-best of the word CTC head (ctc) or of the phone head through its "
+                             "lexicon (phones)")
+    parser.add_argument("--phone-prior-weight", type=float,
+                        help="--rescore-head phones: weight of the lexicon words' unigram prior inside the beam")
 
 
-def _rescore_given(args: argparse.Namespace) -> dict[str, float | None]:
+def _rescore_given(args: argparse.Namespace) -> dict[str, float | str | None]:
     """The ``GenerationConfig`` fields of :func:`_rescore_flags` (None where a flag was not given)."""
     return {"rescore_beam": args.rescore_beam, "rescore_weight": args.rescore_weight,
-            "rescore_length_bonus": args.rescore_length_bonus}
+            "rescore_length_bonus": args.rescore_length_bonus, "rescore_head": args.rescore_head,
+            "phone_prior_weight": args.phone_prior_weight}
 
 
 def generate_cli(argv: list[str]) -> int:

@@ -68,10 +68,13 @@ class DemoConfig(Config):
                                                         "(empty: no stage 2)")
     copy_bias: float = help_field(2.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
                                        "(feed=ctc_soft; `auralm hear eval --copy-bias` gives the same)")
-    rescore_beam: int = help_field(16, "decoding of the final scoring: the frozen LM picks among the CTC head's this "
-                                       "many best transcripts (0: the LM writes the transcript; both are reported)")
-    rescore_weight: float = help_field(0.3, "rescore_beam: weight of the LM's log-prob (picked on validation clips)")
-    rescore_length_bonus: float = help_field(2.0, "rescore_beam: bonus per transcript token (picked with it)")
+    rescore_beam: int = help_field(16, "decoding of the final scoring: the frozen LM picks among a head's this many "
+                                       "best transcripts (0: the LM writes the transcript; both are reported)")
+    rescore_weight: float = help_field(0.7, "rescore_beam: weight of the LM's log-prob (picked on validation clips)")
+    rescore_length_bonus: float = help_field(0.0, "rescore_beam: bonus per transcript token or word (picked with it)")
+    rescore_head: str = help_field("phones", "rescore_beam: ctc (the word CTC head's N-best) or phones (the phone head's, "
+                                          "through its lexicon; the stage-1 preset needs model.phone_weight > 0)")
+    phone_prior_weight: float = help_field(0.5, "rescore_head=phones: the lexicon words' unigram prior in the beam")
 
     def validate(self) -> None:
         from auralm.core.errors import ConfigError
@@ -280,8 +283,12 @@ def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
     return path
 
 
+def _head(gen: dict) -> str:
+    return ("the phone head's", "word") if gen.get("rescore_head") == "phones" else ("the CTC head's", "token")
+
+
 def _decoding(gen: dict) -> str:
-    return f"the LM rescoring the CTC head's {gen['rescore_beam']} best" if gen.get("rescore_beam") else "greedy"
+    return f"the LM rescoring {_head(gen)[0]} {gen['rescore_beam']} best" if gen.get("rescore_beam") else "greedy"
 
 
 def _report(out: Path, metrics: dict) -> None:
@@ -316,9 +323,9 @@ def _report(out: Path, metrics: dict) -> None:
                                                       for k, v in timing.items() if k != "total")
                   + f"; total {timing['total']}."]
     gen = ev.get("generation", {})
-    rescore = (f"the frozen LM rescoring the CTC head's {gen['rescore_beam']} best transcripts (log p_CTC + "
-               f"{gen.get('rescore_weight')} log p_LM + {gen.get('rescore_length_bonus')} per token); the LM writing: "
-               if gen.get("rescore_beam") else "")
+    rescore = (f"the frozen LM rescoring {_head(gen)[0]} {gen['rescore_beam']} best transcripts (log p_CTC + "
+               f"{gen.get('rescore_weight')} log p_LM + {gen.get('rescore_length_bonus')} per {_head(gen)[1]}); the LM "
+               "writing: " if gen.get("rescore_beam") else "")
     lines += ["", f"Decoding: {rescore}{gen.get('strategy', 'greedy')}, copy_bias {gen.get('copy_bias', 0)}, at most "
               f"{gen.get('max_new_per_audio', 0)} tokens per audio position + 8. Reproduce with `auralm hear eval "
               f"--checkpoint {out / 'checkpoint'} --manifest {out / 'corpus' / 'manifest.jsonl'} --limit {ev['n']}"
@@ -357,10 +364,12 @@ def run(cfg: DemoConfig) -> dict:
     metrics["stages"] = stages
     # the checkpoint ships the decoding settings the report scores it with: auralm.load(), `auralm hear
     # generate|eval` and the server use them by default
-    has_ctc = train_cfgs[-1].model.ctc_weight > 0  # rescoring reads the CTC head's N-best
+    last = train_cfgs[-1].model  # rescoring reads the N-best of the word CTC head or of the phone head
+    has_head = (last.phone_weight if cfg.rescore_head == "phones" else last.ctc_weight) > 0
     gen = GenerationConfig(max_new_per_audio=TRANSCRIPT_TOKENS_PER_AUDIO, copy_bias=cfg.copy_bias,
-                           rescore_beam=cfg.rescore_beam if has_ctc else 0, rescore_weight=cfg.rescore_weight,
-                           rescore_length_bonus=cfg.rescore_length_bonus)
+                           rescore_beam=cfg.rescore_beam if has_head else 0, rescore_weight=cfg.rescore_weight,
+                           rescore_length_bonus=cfg.rescore_length_bonus, rescore_head=cfg.rescore_head,
+                           phone_prior_weight=cfg.phone_prior_weight)
     with atomic_dir(out / "checkpoint") as tmp:
         shutil.copytree(ckpt, tmp, dirs_exist_ok=True)
         save_generation_config(tmp, gen)

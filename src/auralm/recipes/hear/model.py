@@ -44,11 +44,12 @@ from auralm.components.lm import (
     sequence_logprobs,
     text_ids,
 )
+from auralm.components.phones import LEXICON_FILE, Lexicon, PhoneHead, as_sentence
 from auralm.core.config import Config, help_field
 from auralm.core.errors import AudioError, ConfigError
 from auralm.training.checkpoint import copy_trained
 
-TRAINABLE_PREFIXES = ("connector.", "ctc.")  # the trained weights besides LoRA's (the training engine's groups)
+TRAINABLE_PREFIXES = ("connector.", "ctc.", "phones.")  # the trained weights besides LoRA's (the training engine's groups)
 FEEDS = ("raw", "ctc_soft", "ctc_pool")
 AUDIO_NORMS = ("none", "embedding")
 CTC_VOCABS = ("all", "train")
@@ -78,6 +79,14 @@ class HearConfig(Config):
                                        "this many other classes drawn at random (0: every class; decoding uses every class)")
     ctc_scoring: str = help_field("dot", "CTC logits: dot (audio . embedding) or cosine (a learned scale x the cosine: "
                                          "frames point where their tokens' embeddings point, for a continuous feed)")
+    phone_weight: float = help_field(0.0, "weight of the CTC loss of a phone head on the encoder's states, decoded "
+                                          "through a pronouncing lexicon (rescore_head=phones); 0 = no phone head")
+    phone_hidden: int = help_field(256, "phone head: width of its convolutions")
+    phone_rnn_layers: int = help_field(0, "phone head: bidirectional GRU layers after the convolutions (0: a third "
+                                          "convolution instead; a GRU is several times slower on a CPU)")
+    phone_lexicon: str = help_field("train,wordnet-examples,wordnet-definitions,gcide-quotes",
+                                    "the lexicon's words: 'train' (the training transcripts) and text sources "
+                                    "(auralm.data.text_sources), comma-separated; sentences of other splits are left out")
     prompt: str = help_field("Transcribe the audio.", "default instruction given with each clip")
     system: str | None = help_field(None, "chat system message (null: the chat template's default; a short one "
                                           "saves tokens: SmolLM2's default persona is 20 tokens per example)")
@@ -107,6 +116,9 @@ class HearConfig(Config):
             raise ConfigError(f"ctc_scoring must be one of {', '.join(CTC_SCORING)}, got {self.ctc_scoring!r}")
         if self.soft_top_k < 1:
             raise ConfigError(f"soft_top_k must be >= 1, got {self.soft_top_k}")
+        if self.phone_weight < 0 or self.phone_hidden < 1 or self.phone_rnn_layers < 0:
+            raise ConfigError(f"need phone_weight >= 0, phone_hidden >= 1, phone_rnn_layers >= 0; got {self.phone_weight}, "
+                              f"{self.phone_hidden}, {self.phone_rnn_layers}")
         if self.system is not None and not isinstance(self.system, str):
             raise ConfigError(f"system must be a string or null, got {self.system!r}")
 
@@ -130,6 +142,8 @@ class AudioLM(nn.Module):
         # the CTC head over the LM's input embeddings (ctc_vocab=train: the classes are set later, or loaded)
         vocab = range(self.vocab_size) if cfg.ctc_vocab == "all" else None
         self.ctc = CTCHead(lm.get_input_embeddings(), vocab, cfg.ctc_negatives, cfg.ctc_scoring) if cfg.ctc_weight > 0 else None
+        self.phones: PhoneHead | None = None  # built with its lexicon (set_lexicon), whose phones are its classes
+        self.lexicon: Lexicon | None = None
         self.has_lora = False
         if cfg.lora.r > 0:
             self.add_lora(cfg.lora)
@@ -168,6 +182,17 @@ class AudioLM(nn.Module):
             state["ctc.vocab"] = self.ctc.vocab.detach().clone()
         return state
 
+    def extra_files(self) -> dict[str, Any]:
+        """JSON files saved beside the weights: the phone head's lexicon."""
+        return {LEXICON_FILE: self.lexicon.to_dict()} if self.lexicon is not None else {}
+
+    def load_extra_files(self, folder: Any) -> None:
+        """Before the weights: a checkpoint's lexicon builds the phone head it was trained with."""
+        from pathlib import Path
+
+        if self.config.phone_weight > 0 and (Path(folder) / LEXICON_FILE).is_file():
+            self.set_lexicon(Lexicon.load(Path(folder) / LEXICON_FILE))
+
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
         """Load what :meth:`trainable_state_dict` saved; clear errors for weights of another shape."""
         state = dict(state)
@@ -185,6 +210,10 @@ class AudioLM(nn.Module):
 
     def _audio(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected audio ``(B, T', H)`` and its lengths, from cached states or waveforms."""
+        return self.connector.project(*self._states(batch))  # B, T', H ; B
+
+    def _states(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's states ``(B, T, D)`` and lengths, from the batch's cached states or its waveforms."""
         if batch.get("states") is not None:
             states, lengths = batch["states"].to(self.device), torch.as_tensor(batch["lengths"]).to(self.device)  # B, T, D ; B
         elif batch.get("wavs") is not None:
@@ -195,7 +224,7 @@ class AudioLM(nn.Module):
             raise AudioError(f"expected states (B, T, D) and lengths (B,), got {tuple(states.shape)} and {tuple(lengths.shape)}")
         if (lengths <= 0).any() or (lengths > states.shape[1]).any():
             raise AudioError(f"audio lengths must be in 1..{states.shape[1]} frames, got {lengths.tolist()} (audio of length zero?)")
-        return self.connector.project(states, lengths)  # B, T', H ; B
+        return states, lengths
 
     def audio_context(self, audio: torch.Tensor, lengths: torch.Tensor) -> contextlib.AbstractContextManager:
         """Cross family: makes the audio visible to the hooked blocks; prefix family: nothing to do."""
@@ -249,11 +278,13 @@ class AudioLM(nn.Module):
         """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``, ``"pool_align_loss"``); losses are means over answer
         tokens (``lm_weight=0``: no LM loss; the pooled-run alignment, when weighted, then trains with the CTC)."""
         if self.config.lm_weight == 0:  # CTC warm-up: the LM is not run at all
-            audio, lengths = self._audio(batch)
+            states, state_lengths = self._states(batch)
+            audio, lengths = self.connector.project(states, state_lengths)
             ctc, n = self._ctc_loss(audio, lengths, batch["texts"])
             out = {"loss": self.config.ctc_weight * ctc, "ctc_loss": ctc, "n_tokens": n}
             if self.config.pool_align_weight > 0:  # aim the runs the continuous feed will read at their tokens
                 self._add_pool_align(out, *self.ctc.pool(audio, lengths))
+            self._add_phone_loss(out, states, state_lengths, batch["texts"])
             return out
         x = self.build_inputs(batch, answers=True, left_pad=False)
         # token t is predicted at position t-1: only positions followed by an answer token need logits,
@@ -274,7 +305,17 @@ class AudioLM(nn.Module):
             out["loss"] = out["loss"] + self.config.ctc_weight * out["ctc_loss"]
         if self.config.pool_align_weight > 0:
             self._add_pool_align(out, x["lm_audio"], x["lm_audio_lengths"], x["lm_audio_ids"])
+        if self.config.phone_weight > 0 and (self.phones is None or any(p.requires_grad for p in self.phones.parameters())):
+            self._add_phone_loss(out, *self._states(batch), batch["texts"])
         return out
+
+    def _add_phone_loss(self, out: dict[str, Any], states: torch.Tensor, lengths: torch.Tensor, texts: list[str]) -> None:
+        """``out["phone_loss"]``: the phone head's CTC loss per phone, added to ``out["loss"]`` with ``phone_weight``."""
+        if self.config.phone_weight == 0:
+            return
+        head, lexicon = self._phone_head()
+        out["phone_loss"] = head.loss(states, lengths, [lexicon.spell(t, add_missing=True) or [] for t in texts])
+        out["loss"] = out["loss"] + self.config.phone_weight * out["phone_loss"]
 
     def _add_pool_align(self, out: dict[str, Any], pooled: torch.Tensor, lengths: torch.Tensor, ids: list[list[int]]) -> None:
         """``out["pool_align_loss"]``: mean ``1 - cos`` between every pooled run ``(B, N, H)`` and the input embedding
@@ -331,6 +372,47 @@ class AudioLM(nn.Module):
             best = hyps[max(range(len(hyps)), key=scores.__getitem__)][0] if hyps else []
             out.append(self.tokenizer.decode(best, skip_special_tokens=True).strip())
         return out
+
+    # -- the phone head (auralm.components.phones) ---------------------------------------------------
+    def set_lexicon(self, lexicon: Lexicon) -> None:
+        """``phone_weight`` > 0: the pronouncing lexicon, and a phone head over its phones (new weights)."""
+        if self.config.phone_weight <= 0:
+            raise ConfigError("this model has no phone head (phone_weight is 0)")
+        self.lexicon = lexicon
+        if self.phones is not None and self.phones.out.out_features == lexicon.num_classes:
+            return  # the same phones: keep the head (and the optimizer's hold on its weights), e.g. on resume
+        self.phones = PhoneHead(self.encoder.dim, lexicon.num_classes, self.config.phone_hidden,
+                                self.config.phone_rnn_layers).to(self.device)
+
+    def _phone_head(self) -> tuple[PhoneHead, Lexicon]:
+        if self.phones is None or self.lexicon is None:
+            raise ConfigError("this model has no phone head: phone_weight is 0, or its lexicon was never set")
+        return self.phones, self.lexicon
+
+    @torch.no_grad()
+    def phone_rescore(self, batch: dict[str, Any], gen: Any) -> list[str]:
+        """``rescore_head=phones``: the phone head's ``gen.rescore_beam`` best lexicon transcripts
+        (:meth:`PhoneHead.nbest`), each scored ``log p_CTC(phones) + rescore_weight * log p_LM + rescore_length_bonus
+        * words`` with the frozen LM's prior of it written as a sentence; the best one, written as a sentence."""
+        head, lexicon = self._phone_head()
+        lists, logp, n = head.nbest(*self._states(batch), lexicon, beam=gen.rescore_beam, prior_weight=gen.phone_prior_weight)
+        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.end_token_id
+        seqs = [self.tokenizer(as_sentence(h), add_special_tokens=False).input_ids for hyps in lists for h in hyps]
+        with adapters_off(self.lm):
+            lm_scores = sequence_logprobs(self.lm, seqs, start) if gen.rescore_weight else [0.0] * len(seqs)
+        out, k = [], 0
+        for b, hyps in enumerate(lists):
+            ac = head.score(logp[b, : int(n[b])].cpu(), [lexicon.spell(h) or [] for h in hyps])
+            scores = [ac[j] + gen.rescore_weight * lm_scores[k + j] + gen.rescore_length_bonus * len(h.split())
+                      for j, h in enumerate(hyps)]  # fmt: skip
+            k += len(hyps)
+            out.append(as_sentence(hyps[max(range(len(hyps)), key=scores.__getitem__)]) if hyps else "")
+        return out
+
+    def rescore(self, batch: dict[str, Any], gen: Any) -> list[str]:
+        """``rescore_beam`` decoding of a batch's transcripts, by ``gen.rescore_head``: the word CTC head's N-best
+        (:meth:`ctc_rescore`) or the phone head's (:meth:`phone_rescore`)."""
+        return self.phone_rescore(batch, gen) if gen.rescore_head == "phones" else self.ctc_rescore(batch, gen)
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, batch: dict[str, Any], gen: Any = None) -> list[str]:

@@ -88,6 +88,23 @@ def _ctc_vocab(model: Any, train_set: Any, log: Callable[[str], None]) -> None:
         log(f"CTC vocabulary: {len(model.ctc_vocab)} tokens of the training transcripts")
 
 
+def _phone_lexicon(cfg: TrainConfig, model: Any, train_set: Any, log: Callable[[str], None]) -> None:
+    """``phone_weight`` > 0: the pronouncing lexicon (and so the phone head), unless a checkpoint brought one: the
+    words of the training transcripts and of the named text sources, leaving out every sentence of another split."""
+    if getattr(model.config, "phone_weight", 0) <= 0 or model.lexicon is not None:
+        return
+    from auralm.components.phones import Lexicon
+    from auralm.data.text_sources import load_source, sentence_key
+
+    held = {sentence_key(r.text or "") for r in read_manifest(cfg.data.manifest) if r.split != cfg.data.train_split}
+    texts: list[str] = []
+    for name in [n.strip() for n in model.config.phone_lexicon.split(",") if n.strip()]:
+        source = [r.text or "" for r in train_set.rows] if name == "train" else load_source(name)
+        texts += [t for t in source if sentence_key(t) not in held]
+    model.set_lexicon(Lexicon.build(texts))
+    log(f"phone lexicon: {len(model.lexicon)} words, {len(model.lexicon.inventory)} phones")
+
+
 class HearTask(Task):
     """What S1 trains, on which batches, with which loss and validation (the engine does the rest)."""
 
@@ -126,7 +143,7 @@ class HearTask(Task):
         res = self.model(_batch_to(batch, self.device))
         n = float(res.get("n_tokens", len(batch["ids"])))
         out = {"loss": res["loss"], "n": n, "count/tokens": n}  # lm_loss only where the LM ran (not in a CTC warm-up)
-        out.update({k: res[k] for k in ("lm_loss", "ctc_loss", "pool_align_loss") if k in res})
+        out.update({k: res[k] for k in ("lm_loss", "ctc_loss", "pool_align_loss", "phone_loss") if k in res})
         if "wavs" in batch:
             out["count/audio_s"] = sum(len(w) for w in batch["wavs"]) / 16000
         return out
@@ -191,6 +208,7 @@ def _fit(cfg: TrainConfig, model: Any) -> Path:
 
     train_set, valid_set = load_data(cfg, model, log)
     _ctc_vocab(model, train_set, log)
+    _phone_lexicon(cfg, model, train_set, log)
     log("cached embeddings" if getattr(train_set, "uses_cache", False) else "the encoder runs on the fly")
     return fit(HearTask(cfg, model, train_set, valid_set), cfg, name=f"train stage {cfg.stage}", precision=cfg.precision)
 
