@@ -6,7 +6,7 @@
 * ``wer_shuffled_audio`` / ``cer_shuffled_audio``: each row's audio replaced by another row's audio (a
   deterministic derangement: no row keeps its own), scored against the row's own text. A model that
   uses the audio gets far worse; one that ignores it scores the same;
-* ``lm_wer`` / ``lm_cer``, when the decoding rescores the CTC head's N-best (``--rescore-beam``): the same
+* ``lm_wer`` / ``lm_cer``, when the decoding rescores a head's N-best (``--rescore-beam``): the same
   clips transcribed by the LM itself (the same settings with ``rescore_beam`` 0), so both are reported;
 * ``whisper_wer`` / ``whisper_cer``: Whisper's own decoder on the same clips when the model's encoder is
   a Whisper model (None otherwise, or when its weights cannot be loaded; ``--no-whisper`` skips it);

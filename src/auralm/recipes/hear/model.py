@@ -15,8 +15,12 @@
 ``AudioLM.forward(batch)`` takes ``{"states", "lengths"}`` (cached embeddings) or ``{"wavs"}`` plus
 ``"prompts"`` (optional, default ``config.prompt``) and ``"texts"`` (the answers). See docs/hear.md.
 
+``phone_weight`` > 0 adds a phone CTC head on the encoder's states (``auralm.components.phones``, ``model.phones``)
+with its pronouncing lexicon (``model.lexicon``, saved beside the weights as ``lexicon.json``).
+
 Decoding (``auralm.components.generation``): the LM writes the transcript, or, with ``rescore_beam`` > 0,
-:meth:`AudioLM.ctc_rescore` picks among the CTC head's best transcripts by the frozen LM's prior.
+:meth:`AudioLM.rescore` picks among the best transcripts of the word CTC head (:meth:`AudioLM.ctc_rescore`) or
+of the phone head through its lexicon (:meth:`AudioLM.phone_rescore`) by the frozen LM's prior.
 """
 
 from __future__ import annotations
