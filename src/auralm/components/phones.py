@@ -36,6 +36,7 @@ __all__ = ["Lexicon", "PhoneHead", "phonemize", "words_of", "as_sentence"]
 
 _STRESS = str.maketrans("", "", "',%=")
 LEXICON_FILE = "lexicon.json"
+MAX_HOMOPHONES = 6  # words a node of flashlight-text's trie holds; the commonest are kept
 
 
 def words_of(text: str) -> list[str]:
@@ -228,8 +229,8 @@ class PhoneHead(nn.Module):
 
 
 def _lexicon_decoder(lexicon: Lexicon, beam: int, prior_weight: float) -> tuple[Any, list[str], Any]:
-    """flashlight-text's lexicon decoder over ``lexicon`` (a trie of phone spellings, a node keeping its 6
-    commonest homophones) with a unigram prior whose state is the whole word history (no two histories merge)."""
+    """flashlight-text's lexicon decoder over ``lexicon`` (a trie of phone spellings, a node keeping its
+    ``MAX_HOMOPHONES`` commonest homophones) with a unigram prior whose state is the whole word history (no two histories merge)."""
     try:
         from flashlight.lib.text.decoder import (
             LM,
@@ -263,9 +264,11 @@ def _lexicon_decoder(lexicon: Lexicon, beam: int, prior_weight: float) -> tuple[
 
     blank = 0
     trie = Trie(lexicon.num_classes, blank)
+    homophones: Counter = Counter()
     for i in sorted(range(len(words)), key=lambda i: -priors[i]):
         spelling = [lexicon.index[p] for p in lexicon.entries[words[i]][1] if p in lexicon.index]
-        if spelling:
+        homophones[tuple(spelling)] += 1
+        if spelling and homophones[tuple(spelling)] <= MAX_HOMOPHONES:  # flashlight's trie node keeps 6 words
             trie.insert(spelling, i, priors[i])
     trie.smear(SmearingMode.MAX)
     opts = LexiconDecoderOptions(beam_size=beam, beam_size_token=lexicon.num_classes, beam_threshold=30.0,

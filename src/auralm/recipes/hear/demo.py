@@ -68,10 +68,10 @@ class DemoConfig(Config):
                                                         "(empty: no stage 2)")
     copy_bias: float = help_field(2.0, "decoding of the final scoring: logit bonus on the tokens the LM reads as audio "
                                        "(feed=ctc_soft; `auralm hear eval --copy-bias` gives the same)")
-    rescore_beam: int = help_field(16, "decoding of the final scoring: the frozen LM picks among a head's this many "
+    rescore_beam: int = help_field(32, "decoding of the final scoring: the frozen LM picks among a head's this many "
                                        "best transcripts (0: the LM writes the transcript; both are reported)")
-    rescore_weight: float = help_field(0.7, "rescore_beam: weight of the LM's log-prob (picked on validation clips)")
-    rescore_length_bonus: float = help_field(0.0, "rescore_beam: bonus per transcript token or word (picked with it)")
+    rescore_weight: float = help_field(1.5, "rescore_beam: weight of the LM's log-prob (picked on validation clips)")
+    rescore_length_bonus: float = help_field(-2.0, "rescore_beam: bonus per transcript token or word (picked with it)")
     rescore_head: str = help_field("phones", "rescore_beam: ctc (the word CTC head's N-best) or phones (the phone head's, "
                                           "through its lexicon; the stage-1 preset needs model.phone_weight > 0)")
     phone_prior_weight: float = help_field(0.5, "rescore_head=phones: the lexicon words' unigram prior in the beam")
