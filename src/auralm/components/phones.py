@@ -86,6 +86,7 @@ class Lexicon:
         self.inventory = list(inventory) if inventory is not None else sorted({p for _, ps in entries.values() for p in ps})
         self.index = {p: i + 1 for i, p in enumerate(self.inventory)}
         self.words = sorted(self.entries)
+        self.extra: dict[str, list[str]] = {}  # spelt on demand (spell(add_missing=True)): never decoded nor saved
 
     @classmethod
     def build(cls, texts: Iterable[str], voice: str = "en-us") -> Lexicon:
@@ -109,15 +110,16 @@ class Lexicon:
 
     def spell(self, text: str, add_missing: bool = False) -> list[int] | None:
         """The phone classes of a transcript, word after word; None when a word is not in the lexicon (with
-        ``add_missing``: espeak-ng pronounces it, it joins the lexicon with count 0, and phones outside the
-        inventory are dropped)."""
+        ``add_missing``: espeak-ng pronounces it for spelling only - the words the decoder writes and the saved
+        lexicon stay as built - and phones outside the inventory are dropped)."""
         words = words_of(text)
-        missing = sorted({w for w in words if w not in self.entries})
+        missing = {w for w in words if w not in self.entries}
         if missing and not add_missing:
             return None
-        for w, ps in (phonemize(missing).items() if missing else ()):
-            self.entries[w] = (0, ps)
-        return [self.index[p] for w in words if w in self.entries for p in self.entries[w][1] if p in self.index]
+        if missing - set(self.extra):
+            self.extra.update(phonemize(sorted(missing - set(self.extra))))
+        prons = [self.entries[w][1] if w in self.entries else self.extra.get(w, []) for w in words]
+        return [self.index[p] for ps in prons for p in ps if p in self.index]
 
     def log_priors(self) -> list[float]:
         """Each word's unigram log-probability (``words`` order; add-one smoothing, so unheard words score too)."""
