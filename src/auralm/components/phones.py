@@ -116,8 +116,8 @@ class Lexicon:
         missing = {w for w in words if w not in self.entries}
         if missing and not add_missing:
             return None
-        if missing - set(self.extra):
-            self.extra.update(phonemize(sorted(missing - set(self.extra))))
+        if new := sorted(missing - set(self.extra)):
+            self.extra.update({w: [] for w in new} | phonemize(new))  # [] for a word espeak-ng says nothing for
         prons = [self.entries[w][1] if w in self.entries else self.extra.get(w, []) for w in words]
         return [self.index[p] for ps in prons for p in ps if p in self.index]
 

@@ -279,8 +279,9 @@ class AudioLM(nn.Module):
 
     # -- training ---------------------------------------------------------------------------------
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``, ``"pool_align_loss"``); losses are means over answer
-        tokens (``lm_weight=0``: no LM loss; the pooled-run alignment, when weighted, then trains with the CTC)."""
+        """``{"loss", "lm_loss", "n_tokens"}`` (+ ``"ctc_loss"``, ``"pool_align_loss"``, ``"phone_loss"``); losses are
+        means over answer tokens, the phone loss over phones (``lm_weight=0``: no LM loss; the pooled-run alignment,
+        when weighted, then trains with the CTC; the phone head's loss only while its weights train)."""
         if self.config.lm_weight == 0:  # CTC warm-up: the LM is not run at all
             states, state_lengths = self._states(batch)
             audio, lengths = self.connector.project(states, state_lengths)
