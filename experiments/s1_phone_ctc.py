@@ -22,29 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 from pathlib import Path
-
-STRIP = str.maketrans("", "", "',%=")
-
-
-def phonemize(words: list[str], voice: str = "en-us", chunk: int = 2000) -> dict[str, list[str]]:
-    """Word -> espeak-ng phone mnemonics (stress dropped); one espeak-ng call per ``chunk`` words."""
-    out: dict[str, list[str]] = {}
-    for i in range(0, len(words), chunk):
-        part = words[i : i + chunk]
-        text = subprocess.run(["espeak-ng", "-q", "-x", "--sep=_", "-v", voice], input="\n".join(part) + "\n",
-                              capture_output=True, text=True, check=True).stdout
-        lines = text.splitlines()
-        if len(lines) != len(part):  # espeak-ng joined or split lines: one call per word
-            lines = [subprocess.run(["espeak-ng", "-q", "-x", "--sep=_", "-v", voice], input=w + "\n",
-                                    capture_output=True, text=True, check=True).stdout.replace("\n", " ") for w in part]
-        for w, line in zip(part, lines):
-            phones = [p for p in line.translate(STRIP).replace(" ", "_").split("_") if p]
-            if phones:
-                out[w] = phones
-    return out
 
 
 def main() -> int:
@@ -71,6 +50,7 @@ def main() -> int:
     import torch.nn.functional as F
     from torch import nn
 
+    from auralm.components.phones import phonemize
     from auralm.data.embed_cache import EmbeddingCache
     from auralm.data.manifest import read_manifest
     from auralm.metrics.text import edit_distance, wer

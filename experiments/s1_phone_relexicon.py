@@ -30,18 +30,13 @@ def main() -> int:
 
     from auralm.components.phones import LEXICON_FILE, Lexicon
     from auralm.data.manifest import read_manifest
-    from auralm.data.text_sources import load_source, sentence_key
+    from auralm.recipes.hear.train import lexicon_texts
 
     cfg = yaml.safe_load((Path(a.checkpoint) / "config.yaml").read_text())
     model = cfg.get("model", cfg)
     rows = read_manifest(a.manifest)
-    held = {sentence_key(r.text or "") for r in rows if r.split != "train"}
-    held |= {sentence_key(r.text or "") for r in read_manifest(a.exclude)}
-    texts: list[str] = []
-    for name in [n.strip() for n in model["phone_lexicon"].split(",") if n.strip()]:
-        source = [r.text or "" for r in rows if r.split == "train"] if name == "train" else load_source(name)
-        texts += [t for t in source if sentence_key(t) not in held]
-    lexicon = Lexicon.build(texts)
+    held = [r.text or "" for r in rows if r.split != "train"] + [r.text or "" for r in read_manifest(a.exclude)]
+    lexicon = Lexicon.build(lexicon_texts(model["phone_lexicon"], [r.text or "" for r in rows if r.split == "train"], held))
     old = Lexicon.load(Path(a.checkpoint) / LEXICON_FILE)
     if lexicon.inventory != old.inventory:
         raise SystemExit(f"the rebuilt lexicon has other phones ({len(lexicon.inventory)} vs {len(old.inventory)})")

@@ -20,11 +20,6 @@ import sys
 from pathlib import Path
 
 
-def as_sentence(words: str) -> str:
-    text = " ".join("I" if w == "i" else w for w in words.split())
-    return (text[:1].upper() + text[1:] + ".") if text else ""
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phone", default="runs/s1x/phone", help="s1_phone_ctc.py's --out folder")
@@ -39,12 +34,12 @@ def main() -> int:
     import torch.nn.functional as F
 
     from auralm.components.lm import adapters_off, sequence_logprobs
+    from auralm.components.phones import as_sentence, phonemize
     from auralm.metrics.text import edit_distance, normalize_english, wer
     from auralm.recipes.hear.pipeline import load_checkpoint
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from s1_char_ctc import to_chars
-    from s1_phone_ctc import phonemize
 
     torch.set_num_threads(1)
     folder = Path(a.phone)

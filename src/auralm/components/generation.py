@@ -293,9 +293,9 @@ def _rescored(model: Any, batch: dict[str, Any], gen: GenerationConfig,
     by the LM's prior; rows with another instruction are answered by the LM as usual."""
     import torch
 
-    head = "phones" if gen.rescore_head == "phones" else "ctc"
-    if getattr(model, head, None) is None or not hasattr(model, "rescore"):
-        what = "a phone head (S1 with phone_weight > 0)" if head == "phones" else "a CTC head (S1 with ctc_weight > 0)"
+    if getattr(model, gen.rescore_head, None) is None or not hasattr(model, "rescore"):  # model.ctc or model.phones
+        what = ("a phone head (S1 with phone_weight > 0)" if gen.rescore_head == "phones"
+                else "a CTC head (S1 with ctc_weight > 0)")
         raise ConfigError(f"rescore_beam with rescore_head={gen.rescore_head} needs a model with {what}; set rescore_beam=0")
     n = len(batch["lengths"]) if batch.get("lengths") is not None else len(batch["wavs"])
     own_prompt = getattr(model.config, "prompt", None)

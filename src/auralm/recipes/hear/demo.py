@@ -283,7 +283,8 @@ def _plot(out: Path, logs: list[tuple[str, Path]]) -> Path | None:
     return path
 
 
-def _head(gen: dict) -> str:
+def _head(gen: dict) -> tuple[str, str]:
+    """Whose N-best the decoding rescores, and the unit its length bonus counts."""
     return ("the phone head's", "word") if gen.get("rescore_head") == "phones" else ("the CTC head's", "token")
 
 

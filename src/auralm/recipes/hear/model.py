@@ -237,8 +237,10 @@ class AudioLM(nn.Module):
         return contextlib.nullcontext()
 
     def build_inputs(self, batch: dict[str, Any], answers: bool, left_pad: bool) -> dict[str, torch.Tensor]:
-        """Token embeddings with the audio in place, attention mask from lengths, labels, projected audio."""
-        audio, audio_lengths = self._audio(batch)  # B, T', H ; B
+        """Token embeddings with the audio in place, attention mask from lengths, labels, projected audio (and the
+        encoder's states it was projected from)."""
+        states, state_lengths = self._states(batch)  # B, T, D ; B
+        audio, audio_lengths = self.connector.project(states, state_lengths)  # B, T', H ; B
         B = audio.shape[0]
         prompts = [p or self.config.prompt for p in (batch.get("prompts") or [None] * B)]
         texts = batch.get("texts") if answers else None
@@ -268,7 +270,8 @@ class AudioLM(nn.Module):
         if self.config.connector.kind == "prefix":
             embeds = splice_audio(embeds, ids, lm_audio, lm_lengths, self.audio_token_id)  # B, L, H
         return {"embeds": embeds, "mask": mask, "labels": labels, "audio": audio, "audio_lengths": audio_lengths,
-                "lm_audio": lm_audio, "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids}
+                "lm_audio": lm_audio, "lm_audio_lengths": lm_lengths, "lm_audio_ids": fed_ids, "states": states,
+                "state_lengths": state_lengths}
 
     def _embedding_norm(self) -> torch.Tensor:
         """The mean L2 norm of the LM's input-embedding rows (a constant: the embeddings are frozen)."""
@@ -311,7 +314,7 @@ class AudioLM(nn.Module):
         if self.config.pool_align_weight > 0:
             self._add_pool_align(out, x["lm_audio"], x["lm_audio_lengths"], x["lm_audio_ids"])
         if self.config.phone_weight > 0 and (self.phones is None or any(p.requires_grad for p in self.phones.parameters())):
-            self._add_phone_loss(out, *self._states(batch), batch["texts"])
+            self._add_phone_loss(out, x["states"], x["state_lengths"], batch["texts"])
         return out
 
     def _add_phone_loss(self, out: dict[str, Any], states: torch.Tensor, lengths: torch.Tensor, texts: list[str]) -> None:
@@ -365,18 +368,25 @@ class AudioLM(nn.Module):
         each scored ``log p_CTC + rescore_weight * log p_LM + rescore_length_bonus * tokens`` with the LM's own
         prior (its adapters off: the frozen base LM reading the text alone), the best one detokenised."""
         beams = self._ctc().nbest(*self._audio(batch), beam=gen.rescore_beam)
-        flat = [ids for hyps in beams for ids, _ in hyps]
+        best = self._best_by_prior([[(ids, ac, len(ids)) for ids, ac in hyps] for hyps in beams], gen)
+        return [self.tokenizer.decode(hyps[i][0] if i is not None else [], skip_special_tokens=True).strip()
+                for hyps, i in zip(beams, best)]
+
+    def _best_by_prior(self, rows: list[list[tuple[list[int], float, int]]], gen: Any) -> list[int | None]:
+        """Each row's best candidate ``(LM token ids, acoustic log-prob, length)`` by ``acoustic + rescore_weight *
+        log p_LM + rescore_length_bonus * length``, ``log p_LM`` the frozen base LM's prior of the ids (adapters
+        off); None for a row without candidates."""
+        flat = [ids for row in rows for ids, _, _ in row]
         start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.end_token_id
         with adapters_off(self.lm):
             lm_scores = sequence_logprobs(self.lm, flat, start) if gen.rescore_weight else [0.0] * len(flat)
-        out, k = [], 0
-        for hyps in beams:
-            scores = [ac + gen.rescore_weight * lm_scores[k + j] + gen.rescore_length_bonus * len(ids)
-                      for j, (ids, ac) in enumerate(hyps)]  # fmt: skip
-            k += len(hyps)
-            best = hyps[max(range(len(hyps)), key=scores.__getitem__)][0] if hyps else []
-            out.append(self.tokenizer.decode(best, skip_special_tokens=True).strip())
-        return out
+        best, k = [], 0
+        for row in rows:
+            scores = [ac + gen.rescore_weight * lm_scores[k + j] + gen.rescore_length_bonus * n
+                      for j, (_, ac, n) in enumerate(row)]  # fmt: skip
+            k += len(row)
+            best.append(max(range(len(row)), key=scores.__getitem__) if row else None)
+        return best
 
     # -- the phone head (auralm.components.phones) ---------------------------------------------------
     def set_lexicon(self, lexicon: Lexicon) -> None:
@@ -401,18 +411,13 @@ class AudioLM(nn.Module):
         * words`` with the frozen LM's prior of it written as a sentence; the best one, written as a sentence."""
         head, lexicon = self._phone_head()
         lists, logp, n = head.nbest(*self._states(batch), lexicon, beam=gen.rescore_beam, prior_weight=gen.phone_prior_weight)
-        start = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.end_token_id
-        seqs = [self.tokenizer(as_sentence(h), add_special_tokens=False).input_ids for hyps in lists for h in hyps]
-        with adapters_off(self.lm):
-            lm_scores = sequence_logprobs(self.lm, seqs, start) if gen.rescore_weight else [0.0] * len(seqs)
-        out, k = [], 0
+        rows = []
         for b, hyps in enumerate(lists):
             ac = head.score(logp[b, : int(n[b])].cpu(), [lexicon.spell(h) or [] for h in hyps])
-            scores = [ac[j] + gen.rescore_weight * lm_scores[k + j] + gen.rescore_length_bonus * len(h.split())
-                      for j, h in enumerate(hyps)]  # fmt: skip
-            k += len(hyps)
-            out.append(as_sentence(hyps[max(range(len(hyps)), key=scores.__getitem__)]) if hyps else "")
-        return out
+            rows.append([(self.tokenizer(as_sentence(h), add_special_tokens=False).input_ids, ac[j], len(h.split()))
+                         for j, h in enumerate(hyps)])
+        best = self._best_by_prior(rows, gen)
+        return [as_sentence(hyps[i]) if i is not None else "" for hyps, i in zip(lists, best)]
 
     def rescore(self, batch: dict[str, Any], gen: Any) -> list[str]:
         """``rescore_beam`` decoding of a batch's transcripts, by ``gen.rescore_head``: the word CTC head's N-best

@@ -94,15 +94,22 @@ def _phone_lexicon(cfg: TrainConfig, model: Any, train_set: Any, log: Callable[[
     if getattr(model.config, "phone_weight", 0) <= 0 or model.lexicon is not None:
         return
     from auralm.components.phones import Lexicon
+
+    held = [r.text or "" for r in read_manifest(cfg.data.manifest) if r.split != cfg.data.train_split]
+    model.set_lexicon(Lexicon.build(lexicon_texts(model.config.phone_lexicon, [r.text or "" for r in train_set.rows], held)))
+    log(f"phone lexicon: {len(model.lexicon)} words, {len(model.lexicon.inventory)} phones")
+
+
+def lexicon_texts(names: str, train_texts: list[str], held: list[str]) -> list[str]:
+    """The texts a phone lexicon is built from: ``names`` comma-separated, ``train`` for ``train_texts``, any other
+    a text source (:func:`auralm.data.text_sources.load_source`); every sentence of ``held`` left out."""
     from auralm.data.text_sources import load_source, sentence_key
 
-    held = {sentence_key(r.text or "") for r in read_manifest(cfg.data.manifest) if r.split != cfg.data.train_split}
+    keys = {sentence_key(t) for t in held}
     texts: list[str] = []
-    for name in [n.strip() for n in model.config.phone_lexicon.split(",") if n.strip()]:
-        source = [r.text or "" for r in train_set.rows] if name == "train" else load_source(name)
-        texts += [t for t in source if sentence_key(t) not in held]
-    model.set_lexicon(Lexicon.build(texts))
-    log(f"phone lexicon: {len(model.lexicon)} words, {len(model.lexicon.inventory)} phones")
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        texts += [t for t in (train_texts if name == "train" else load_source(name)) if sentence_key(t) not in keys]
+    return texts
 
 
 class HearTask(Task):
